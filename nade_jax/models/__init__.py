@@ -1,0 +1,7 @@
+"""Model families. Each implements log_prob / sample / loss / init_from_data."""
+
+from nade_jax.models.heads import BernoulliHead, MoGHead
+from nade_jax.models.nade import BinaryNADE, SharedWeightNADE
+from nade_jax.models.rnade import MoGNADE
+
+__all__ = ["BernoulliHead", "MoGHead", "BinaryNADE", "MoGNADE", "SharedWeightNADE"]

@@ -1,0 +1,35 @@
+import itertools
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+
+def all_binary_vectors(num_inputs):
+    """(2^D, D) every binary vector, as float32."""
+    return np.array(list(itertools.product([0.0, 1.0], repeat=num_inputs)), np.float32)
+
+
+def scale_params(model, factor, seed=0):
+    """Multiplies every parameter by ``factor`` and adds noise to the biases, so that the
+    conditionals are far from uniform (a harder normalisation test)."""
+    rng = np.random.default_rng(seed)
+    for path, value in nnx.state(model, nnx.Param).flat_state():
+        array = np.asarray(value[...])
+        noise = rng.normal(size=array.shape) * (factor if array.ndim <= 2 else 0.0)
+        value[...] = jax.numpy.asarray(array * factor + noise, array.dtype)
+    return model
+
+
+@pytest.fixture
+def some_orderings():
+    """Identity, reverse and three random orderings for a given D."""
+
+    def make(num_inputs, seed=0):
+        rng = np.random.default_rng(seed)
+        return [np.arange(num_inputs), np.arange(num_inputs)[::-1]] + [
+            rng.permutation(num_inputs) for _ in range(3)
+        ]
+
+    return make
