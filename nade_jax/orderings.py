@@ -77,3 +77,23 @@ def ensemble_log_prob(model, x: jax.Array, orderings: jax.Array, chunk_size: int
     """(B,) log of the mean over K orderings of p(x | ordering): logsumexp − log K."""
     per_ordering = log_prob_per_ordering(model, x, orderings, chunk_size)
     return jax.nn.logsumexp(per_ordering, axis=0) - np.log(per_ordering.shape[0])
+
+
+KINDS = ("identity", "reverse", "random", "column_major")
+
+
+def make(kind: str, num_inputs: int, *, seed: int = 0, image_shape: tuple[int, int] | None = None) -> jax.Array:
+    """Builds a (D,) ordering by name, as the ``ordering/`` configs describe it."""
+    if kind not in KINDS:
+        raise ValueError(f"ordering.kind must be one of {list(KINDS)}, got {kind!r}")
+    if kind == "identity":
+        return identity(num_inputs)
+    if kind == "reverse":
+        return reverse(num_inputs)
+    if kind == "random":
+        return random(jax.random.key(seed), num_inputs)
+    if image_shape is None or image_shape[0] * image_shape[1] != num_inputs:
+        raise ValueError(
+            f"ordering.kind=column_major needs image data of {num_inputs} pixels, got image_shape={image_shape}"
+        )
+    return column_major(*image_shape)
