@@ -1,0 +1,49 @@
+"""Pixel transforms shared by the loaders. Arrays are (N, D) unless stated."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+# Pixels whose train std is below this are left unscaled (they are constant in train).
+_MIN_STD = 1e-6
+
+
+def binarise(x: np.ndarray, threshold: float) -> np.ndarray:
+    """(N, D) float32 0/1: 1 where ``x >= threshold``."""
+    return (np.asarray(x) >= threshold).astype(np.float32)
+
+
+def bernoulli_sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N, D) float32 0/1 images drawn once with P(x_d = 1) = probs_d."""
+    return (rng.random(probs.shape) < probs).astype(np.float32)
+
+
+def dynamic_binarize(key: jax.Array, probs: jax.Array) -> jax.Array:
+    """(B, D) fresh 0/1 images for one training batch of grey levels ``probs`` in [0, 1].
+
+    Jittable; used by the runner when ``Splits.dynamic_binarization`` is set.
+    """
+    return (jax.random.uniform(key, probs.shape) < probs).astype(probs.dtype)
+
+
+def dequantise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N, D) float32 ``x + u`` with u ~ U[0, 1): integer pixels become a continuous density."""
+    return (np.asarray(x, np.float64) + rng.random(np.shape(x))).astype(np.float32)
+
+
+def standardise(train: np.ndarray, *others: np.ndarray):
+    """Standardises every array with the per-pixel mean and std of ``train``.
+
+    Returns:
+      (arrays, mean, std): the standardised ``(train, *others)`` as float32, and the (D,)
+      float32 mean and std used (std is 1 where train is constant, so nothing divides by 0).
+    """
+    train = np.asarray(train, np.float64)
+    mean = train.mean(0)
+    std = train.std(0)
+    std = np.where(std < _MIN_STD, 1.0, std)
+    arrays = tuple(
+        ((np.asarray(a, np.float64) - mean) / std).astype(np.float32) for a in (train, *others)
+    )
+    return arrays, mean.astype(np.float32), std.astype(np.float32)
