@@ -8,7 +8,6 @@ metrics.jsonl, W&B, sample grids. Rerunning into the same run dir resumes.
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import sys
 from dataclasses import dataclass
@@ -174,6 +173,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         return total / len(x)
 
     params, opt_state = state["params"], state["opt_state"]
+    base_key = jax.random.wrap_key_data(state["key"])
     best_params, best_val = state["best_params"], float(state["best_val_nll"])
     evals_since_best = int(state["evals_since_best"])
     start = int(state["step"])
@@ -297,7 +297,6 @@ def restore_run(run_dir: Path):
 def main(cfg: DictConfig) -> float:
     """Trains one configuration; returns the test NLL (for Hydra sweepers)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
     try:
         metrics = train(cfg, run_dir)
     except (ValueError, FloatingPointError) as error:  # ConfigError, data and library checks

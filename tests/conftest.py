@@ -1,4 +1,15 @@
 import itertools
+import os
+import tempfile
+
+# Many tests (and the subprocess runs they start) compile the same small programs: share
+# them through JAX's persistent compilation cache. Set before JAX is imported; inherited by
+# subprocesses.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "nade_jax_test_jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 import jax
 import numpy as np
