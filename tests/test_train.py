@@ -49,6 +49,12 @@ def test_tiny_run_logs_and_checkpoints_what_it_reports(tmp_path):
     assert evaluate.nll(model, splits.test, None) == pytest.approx(metrics["test/nll"], rel=1e-6)
 
 
+def test_mog_nade_run_on_real_digits_beats_the_gaussian_baseline(tmp_path):
+    cfg = compose_config(TINY + ["model=mog_nade", "data=digits_real", "trainer.max_steps=300", "model.num_components=3"])
+    metrics = train(cfg, tmp_path)
+    assert metrics["test/nll"] < metrics["test/baseline_nll"] - 20  # 64 dependent pixels vs independent
+
+
 def test_orderless_run_reports_orderings_and_ensembles(tmp_path):
     cfg = compose_config(TINY + ["model=orderless_nade", "model.hidden=[16]", "~model.num_hidden",
                                  "trainer.num_eval_orderings=4"])
@@ -74,6 +80,7 @@ def test_orderless_run_reports_orderings_and_ensembles(tmp_path):
         (["data.name=cifar"], "data.name must be one of"),
         (["ordering.kind=diagonal"], "ordering.kind must be one of"),
         (["optimizer.schedule=cosine"], "optimizer.schedule must be one of"),
+        (["data=binarized_mnist", "data.data_dir=/nonexistent/nade_jax_data"], "download_and_prepare"),
     ],
 )
 def test_bad_config_values_name_the_key(tmp_path, overrides, message):

@@ -29,7 +29,7 @@ def _how_to_prepare(name: str, data_dir: str | None, download: bool, cause: Base
     )
     dir_arg = f", data_dir={data_dir!r}" if data_dir else ""
     prepare = (
-        f'pip install "nade_jax[tf,tfds]" && python -c "import tensorflow_datasets as tfds; '
+        f'pip install -e ".[tf,tfds]" (in the nade_jax checkout) && python -c "import tensorflow_datasets as tfds; '
         f"tfds.builder('{name}'{dir_arg}, file_format='array_record').download_and_prepare()\""
     )
     if download:
@@ -53,7 +53,7 @@ def open_sources(name: str, splits: Sequence[str], data_dir: str | None, downloa
     except ImportError as e:
         raise DataUnavailableError(
             f'{name} is read through tensorflow-datasets, which is not installed ({e}): '
-            f'pip install "nade_jax[tfds]", or use the offline data.name=digits'
+            f'pip install -e ".[tfds]" (in the nade_jax checkout), or use the offline data.name=digits'
         ) from e
     sources = {}
     for split in splits:
