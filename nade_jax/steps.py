@@ -2,9 +2,21 @@
 
 The functional NNX pattern: the model is split once into a static ``graphdef`` and a
 ``params`` pytree; steps are pure functions of arrays and are merged back only at
-evaluation or checkpoint time. With a mesh, the batch is sharded over the ``data`` axis
-and parameters are replicated; the same code runs on one CPU, several host devices, a
-multi-GPU host or a TPU slice.
+evaluation or checkpoint time.
+
+One code path from one device to many: the training step is a ``jax.shard_map`` over a 1-D
+``data`` mesh. Each device computes the loss and gradients of its slice of the batch,
+``pmean`` averages them over the mesh (the mean of equal-sized slice means is the batch
+mean), and every device applies the same optimizer update to its replica of the
+parameters. The same code runs on one CPU, several XLA host devices (set
+``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts), a multi-GPU
+host or a TPU slice.
+
+Multi-host: call ``jax.distributed.initialize()`` on every process before anything else
+touches JAX; ``jax.devices()`` then lists the devices of all hosts and ``make_mesh()``
+spans them. Each process must then feed only its own rows of the global batch, e.g. with
+``jax.make_array_from_process_local_data(batch_sharding(mesh), local_rows)``, and the
+step runs unchanged.
 """
 
 from __future__ import annotations
@@ -28,28 +40,74 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     return Mesh(np.array(devices), (DATA_AXIS,))
 
 
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Rows (the leading axis) split over the ``data`` axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device of the mesh."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def shard_batch(batch, mesh: Mesh) -> jax.Array:
+    """Places a (B, D) batch with its rows split over the mesh; B must divide evenly."""
+    if batch.shape[0] % mesh.size:
+        raise ValueError(f"batch size {batch.shape[0]} must be a multiple of the {mesh.size} devices")
+    return jax.device_put(batch, batch_sharding(mesh))
+
+
+def replicate(tree, mesh: Mesh):
+    """Places every array of ``tree`` (parameters, optimizer state) on all mesh devices."""
+    return jax.device_put(tree, replicated(mesh))
+
+
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, mesh: Mesh | None = None):
     """Returns ``step(params, opt_state, batch (B, D), key, ordering (D,)) -> (params, opt_state, loss)``.
 
     ``ordering`` is the training ordering of fixed-order models (orderless models ignore it).
-    """
+    ``mesh`` None means a one-device mesh: the same sharded code path. B must be a multiple
+    of the mesh size. Each device draws its randomness from ``key`` folded with its position
+    in the mesh, so orderless models see independent masks on every slice of the batch.
 
-    def step(params, opt_state, batch, key, ordering):
+    ``params`` and ``opt_state`` are donated. On XLA:CPU with several devices the returned
+    function blocks until the step is done: queuing a second step while the cross-device
+    all-reduce of the first is in flight can deadlock the CPU collectives.
+    """
+    mesh = make_mesh(1) if mesh is None else mesh
+
+    def local_step(params, opt_state, batch, key, ordering):
+        if key is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
         loss_fn = lambda p: nnx.merge(graphdef, p).loss(batch, key, ordering)
         loss, grads = jax.value_and_grad(loss_fn)(params)
+        loss, grads = jax.lax.pmean((loss, grads), DATA_AXIS)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    if mesh is None:
-        return jax.jit(step, donate_argnums=(0, 1))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    batch_sharded = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-    return jax.jit(
-        step,
-        in_shardings=(replicated, replicated, batch_sharded, replicated, replicated),
-        out_shardings=(replicated, replicated, replicated),
+    everywhere, split = PartitionSpec(), PartitionSpec(DATA_AXIS)
+    sharded = jax.shard_map(
+        local_step,
+        mesh=mesh,
+        in_specs=(everywhere, everywhere, split, everywhere, everywhere),
+        out_specs=(everywhere, everywhere, everywhere),
+        # The loss is a custom_vjp whose backward mixes per-device and replicated values;
+        # replication of the outputs is guaranteed by the pmean instead of type checks.
+        check_vma=False,
+    )
+    step = jax.jit(
+        sharded,
+        in_shardings=(replicated(mesh), replicated(mesh), batch_sharding(mesh), replicated(mesh), replicated(mesh)),
+        out_shardings=replicated(mesh),
         donate_argnums=(0, 1),
     )
+    if mesh.size == 1 or mesh.devices.flat[0].platform != "cpu":
+        return step
+
+    def blocking_step(params, opt_state, batch, key, ordering):
+        return jax.block_until_ready(step(params, opt_state, batch, key, ordering))
+
+    return blocking_step
 
 
 def make_log_prob_fn(graphdef: nnx.GraphDef):

@@ -36,21 +36,36 @@ ACTIVATIONS = {
 }
 
 
-def _block_log_prob(head, activation, a, params, data):
-    """Log-probabilities of one block of K variables.
+def _readout(activation, pre, V):
+    """The hidden read-out without its bias: act(pre) (B, H) @ V (H, P) -> (B, P).
 
-    a: (B, H) pre-activation before the block; params: W (K, H), V (K, H, P), b (K, P),
+    For sigmoid units it uses σ(z) = (1 + tanh(z/2)) / 2: XLA's tanh is cheaper than its
+    logistic (no exp, one division), and the constant half, V's column sums / 2, is folded
+    into the bias by ``SharedWeightNADE._per_variable``. The backward pass then needs only
+    tanh' = 1 - tanh², from the value already computed.
+    """
+    if activation == "sigmoid":
+        return 0.5 * (jnp.tanh(0.5 * pre) @ V)
+    return ACTIVATIONS[activation](pre) @ V
+
+
+def _block_log_prob(head, activation, a, params, data):
+    """Log-probabilities of one block of K variables, one variable after another.
+
+    a: (B, H) pre-activation before the block; params: W (K, H), V (K, H, P), bias (K, P),
     optionally rho (K,); data: x (B, K), valid (K,). Returns (B, K), zero where not valid.
+    Each step touches one (B, H) slab, which stays in cache; stacking K such slabs into a
+    (B, K, H) array is what makes a blocked formulation slow on CPU.
     """
     x = data["x"]
-    block = x.shape[1]
-    strictly_lower = jnp.tri(block, k=-1, dtype=x.dtype)  # [k, j] = 1 where j < k
-    pre = a[:, None, :] + (x[:, None, :] * strictly_lower) @ params["W"]  # (B, K, H)
-    if "rho" in params:
-        pre = pre * params["rho"][None, :, None]
-    hidden = ACTIVATIONS[activation](pre)
-    outputs = jnp.einsum("bkh,khp->bkp", hidden, params["V"]) + params["b"]
-    return head.log_prob(outputs, x) * data["valid"]
+    outputs = []
+    for k in range(x.shape[1]):
+        if k:
+            a = a + x[:, k - 1 : k] * params["W"][k - 1]
+        pre = a * params["rho"][k] if "rho" in params else a
+        readout = _readout(activation, pre, params["V"][k]) + params["bias"][k]
+        outputs.append(head.log_prob(readout, x[:, k]))
+    return jnp.stack(outputs, axis=1) * data["valid"]
 
 
 def _block_delta(params, data):
@@ -58,11 +73,34 @@ def _block_delta(params, data):
     return data["x"] @ params["W"]
 
 
+@jax.custom_vjp
+def _permute_rows(value, ordering):
+    """value[ordering] for a permutation ``ordering``; its vjp is a gather by the inverse
+    permutation rather than autodiff's scatter-add."""
+    return value[ordering]
+
+
+def _permute_rows_fwd(value, ordering):
+    return value[ordering], ordering
+
+
+def _permute_rows_bwd(ordering, cotangent):
+    inverse = jnp.zeros_like(ordering).at[ordering].set(jnp.arange(ordering.shape[0], dtype=ordering.dtype))
+    return cotangent[inverse], None
+
+
+_permute_rows.defvjp(_permute_rows_fwd, _permute_rows_bwd)
+
+
 class SharedWeightNADE(nnx.Module):
     """The shared recurrence and exact O(B·D·H) likelihood; subclasses pick the head.
 
     Parameters (indexed by original variable i): W (D, H), c (H,), V (D, H, P), b (D, P),
     and rho (D,) per step when ``rescale_activation``.
+
+    ``block_size`` is the number of variables handled per scan iteration. 1, the default,
+    is the fastest on CPU: every step then works on one cache-resident (B, H) slab
+    (benchmarks/RESULTS.md has the measurements).
     """
 
     def __init__(
@@ -73,7 +111,7 @@ class SharedWeightNADE(nnx.Module):
         *,
         activation: str = "sigmoid",
         rescale_activation: bool = False,
-        block_size: int = 16,
+        block_size: int = 1,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -103,10 +141,14 @@ class SharedWeightNADE(nnx.Module):
         return ordering
 
     def _per_variable(self, ordering):
-        """Per-variable parameters in ordering order; per-step rho stays in step order."""
-        params = {"W": self.W[...], "V": self.V[...], "b": self.b[...]}
+        """Per-step parameters in ordering order: W (D, H), V (D, H, P) and the read-out
+        bias (D, P) (b, plus V's column sums / 2 for sigmoid units: see ``_readout``);
+        per-step rho (D,) is already in step order."""
+        W, V, b = self.W[...], self.V[...], self.b[...]
         if ordering is not None:
-            params = {name: value[ordering] for name, value in params.items()}
+            W, V, b = (_permute_rows(value, ordering) for value in (W, V, b))
+        bias = b + 0.5 * V.sum(axis=1) if self.activation == "sigmoid" else b
+        params = {"W": W, "V": V, "bias": bias}
         if self.rho is not None:
             params["rho"] = self.rho[...]
         return params
@@ -156,15 +198,17 @@ class SharedWeightNADE(nnx.Module):
         """Mean NLL of x (B, D) under ``ordering``; a scalar.
 
         ``key`` is unused (fixed-order training is deterministic) and kept for the shared
-        contract. Its gradient comes from a single reverse pass (``reversible_weighted_sum``).
+        contract. Its gradient comes from a single reverse pass (``reversible_weighted_sum``)
+        that starts from the final pre-activation c + x @ W, which does not depend on the
+        ordering.
         """
         del key
         x = self._prepare_x(x)
         a0, params, data = self._blocks(x, self._ordering(ordering))
         block_fn = functools.partial(_block_log_prob, self.head, self.activation)
-        num_blocks, batch = data["x"].shape[:2]
-        weights = jnp.broadcast_to(data["valid"][:, None, :], data["x"].shape) / batch
-        return -reversible_weighted_sum(block_fn, _block_delta, a0, params, data, weights)
+        weights = jnp.broadcast_to(data["valid"][:, None, :], data["x"].shape) / x.shape[0]
+        final_carry = a0 + x @ self.W[...]
+        return -reversible_weighted_sum(block_fn, _block_delta, a0, params, data, weights, final_carry)
 
     def sample(self, key: jax.Array, num_samples: int, ordering: jax.Array | None = None) -> jax.Array:
         """Draws (num_samples, D) samples from the distribution that ``log_prob`` scores.
@@ -174,13 +218,12 @@ class SharedWeightNADE(nnx.Module):
         num_samples = check_positive_int(num_samples, "num_samples")
         ordering = self._ordering(ordering)
         params = self._per_variable(ordering)
-        activation = ACTIVATIONS[self.activation]
         dtype = self.W[...].dtype
 
         def step(a, inputs):
             p, step_key = inputs
             pre = a * p["rho"] if "rho" in p else a
-            outputs = activation(pre) @ p["V"] + p["b"]  # (n, P)
+            outputs = _readout(self.activation, pre, p["V"]) + p["bias"]  # (n, P)
             value = self.head.sample(step_key, outputs)  # (n,)
             return a + value[:, None] * p["W"][None, :], value
 
@@ -206,7 +249,7 @@ class BinaryNADE(SharedWeightNADE):
         num_hidden: int,
         *,
         activation: str = "sigmoid",
-        block_size: int = 16,
+        block_size: int = 1,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):

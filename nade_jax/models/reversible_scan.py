@@ -1,8 +1,8 @@
-"""Reversible blocked scan: the O(B·H)-memory engine under every shared-weight NADE.
+"""Reversible scan: the O(B·H)-memory engine under every shared-weight NADE.
 
 A NADE pass carries one hidden pre-activation ``a`` of shape (B, H) through D steps and
 updates it additively, ``a_next = a + delta(block)``. The steps are grouped into blocks of
-K variables, so the scan runs D/K times and each block is matmul-shaped work on (B, K, H).
+K variables (NADE uses K = 1 by default: see ``nade.py``), so the scan runs D/K times.
 
 Autodiff through ``lax.scan`` would stack a (B, H) residual per block. Instead the backward
 pass walks the blocks in reverse and recovers each block's starting ``a`` by subtraction,
@@ -11,8 +11,9 @@ O(B·D·H). Two entry points share the reverse walk:
 
 * ``reversible_scan`` returns every block's output and has a general ``custom_vjp``.
 * ``reversible_weighted_sum`` returns the scalar Σ weights·outputs; its forward computes
-  the value *and* the gradient in the single reverse walk (the final ``a`` is a plain matmul
-  away), so a training step costs one pass over the hidden units instead of two.
+  the value *and* the gradient in the single reverse walk (it needs only the final carry,
+  which the caller may pass when it is cheaper to compute directly), so a training step
+  costs one pass over the hidden units instead of two.
 """
 
 from __future__ import annotations
@@ -45,22 +46,64 @@ def _final_carry(delta_fn, a0, params, data):
     return jax.lax.scan(step, a0, (params, data))[0]
 
 
+def _take(tree, j):
+    return jax.tree.map(lambda v: jax.lax.dynamic_index_in_dim(v, j, keepdims=False), tree)
+
+
+def _leaves_read(fn, *args) -> list[bool]:
+    """For each leaf of ``args``, whether ``fn``'s output depends on it (a backward
+    liveness pass over its jaxpr; equations with sub-jaxprs count as reading all inputs)."""
+    closed = jax.make_jaxpr(fn)(*args)
+    live = {v for v in closed.jaxpr.outvars if isinstance(v, jax.extend.core.Var)}
+    for eqn in reversed(closed.jaxpr.eqns):
+        if any(v in live for v in eqn.outvars):
+            live.update(v for v in eqn.invars if isinstance(v, jax.extend.core.Var))
+    return [v in live for v in closed.jaxpr.invars]
+
+
 def _reverse(out_fn, delta_fn, a_last, params, data, cotangents):
-    """Walks the blocks backwards; returns (outputs, grad_a0, grad_params)."""
+    """Walks the blocks backwards; returns (outputs, grad_a0, grad_params).
+
+    Block j's update ``delta_j`` needs the gradient with respect to the carry *after* block
+    j: the running sum ``grad_a`` before block j's own contribution is added. Reading that
+    sum in the iteration that updates it in place makes XLA copy it (B·H values) every
+    block, so iteration j applies block j-1's update vjp to the freshly updated sum instead
+    and hands the result to iteration j-1 through the carry (the last block's update has a
+    zero cotangent). Only the parameter leaves that ``delta_fn`` reads travel that way.
+    """
+    flat_params, treedef = jax.tree.flatten(params)
+    block_avals = [jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for v in flat_params]
+    data_avals = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), data)
+    read = _leaves_read(lambda flat, d: delta_fn(treedef.unflatten(flat), d), block_avals, data_avals)
+    read = read[: len(flat_params)]
+
+    def delta_of_read(read_leaves, flat_block, d):
+        leaves = iter(read_leaves)
+        return delta_fn(treedef.unflatten([next(leaves) if r else v for r, v in zip(read, flat_block)]), d)
 
     def step(carry, block):
-        a, grad_a = carry
-        p, d, g = block
-        a_prev = a - delta_fn(p, d)
-        outputs, vjp_out = jax.vjp(lambda a_, p_: out_fn(a_, p_, d), a_prev, p)
+        a, grad_a, pending = carry  # pending: block j's update vjp, read leaves only
+        j, p, d, g = block
+        a = a - delta_fn(p, d)
+        outputs, vjp_out = jax.vjp(lambda a_, p_: out_fn(a_, p_, d), a, p)
         grad_a_out, grad_p_out = vjp_out(g)
-        _, vjp_delta = jax.vjp(lambda p_: delta_fn(p_, d), p)
-        (grad_p_delta,) = vjp_delta(grad_a)
-        grad_p = jax.tree.map(jnp.add, grad_p_out, grad_p_delta)
-        return (a_prev, grad_a + grad_a_out), (outputs, grad_p)
+        grad_a = grad_a + grad_a_out
+        flat_grad = jax.tree.leaves(grad_p_out)
+        pending = iter(pending)
+        flat_grad = [g_ + next(pending) if r else g_ for r, g_ in zip(read, flat_grad)]
+        # Block j-1's update vjp (at j = 0 the result is never used).
+        j_prev = jnp.maximum(j - 1, 0)
+        flat_prev, d_prev = jax.tree.leaves(_take(params, j_prev)), _take(data, j_prev)
+        read_prev = [v for r, v in zip(read, flat_prev) if r]
+        _, vjp_delta = jax.vjp(lambda leaves: delta_of_read(leaves, flat_prev, d_prev), read_prev)
+        (pending,) = vjp_delta(grad_a)
+        return (a, grad_a, pending), (outputs, treedef.unflatten(flat_grad))
 
-    (_, grad_a0), (outputs, grad_params) = jax.lax.scan(
-        step, (a_last, jnp.zeros_like(a_last)), (params, data, cotangents), reverse=True
+    num_blocks = jax.tree.leaves(cotangents)[0].shape[0]
+    zero_pending = [jnp.zeros(v.shape[1:], v.dtype) for r, v in zip(read, flat_params) if r]
+    init = (a_last, jnp.zeros_like(a_last), zero_pending)
+    (_, grad_a0, _), (outputs, grad_params) = jax.lax.scan(
+        step, init, (jnp.arange(num_blocks), params, data, cotangents), reverse=True
     )
     return outputs, grad_a0, grad_params
 
@@ -95,26 +138,34 @@ reversible_scan.defvjp(_scan_fwd, _scan_bwd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def reversible_weighted_sum(out_fn: OutFn, delta_fn: DeltaFn, a0, params, data, weights):
-    """Σ weights · outputs as a scalar; ``weights`` has the outputs' shape (num_blocks, B, K)."""
+def reversible_weighted_sum(out_fn: OutFn, delta_fn: DeltaFn, a0, params, data, weights, final_carry=None):
+    """Σ weights · outputs as a scalar; ``weights`` has the outputs' shape (num_blocks, B, K).
+
+    ``final_carry`` (B, H), optional, is ``a0 + Σ_j delta_fn(params_j, data_j)`` when the
+    caller can compute it more cheaply than a scan over the blocks (NADE: one matmul). It
+    is a hint, treated as a constant: gradients flow through ``a0`` and ``params`` only, so
+    it must be consistent with them.
+    """
     outputs, _ = _forward(out_fn, delta_fn, a0, params, data)
     return jnp.sum(weights * outputs)
 
 
-def _sum_fwd(out_fn, delta_fn, a0, params, data, weights):
-    a_last = _final_carry(delta_fn, a0, params, data)
+def _sum_fwd(out_fn, delta_fn, a0, params, data, weights, final_carry=None):
+    a_last = _final_carry(delta_fn, a0, params, data) if final_carry is None else final_carry
     outputs, grad_a0, grad_params = _reverse(out_fn, delta_fn, a_last, params, data, weights)
-    return jnp.sum(weights * outputs), (grad_a0, grad_params, data, weights)
+    residuals = (grad_a0, grad_params, data, outputs, final_carry)
+    return jnp.sum(weights * outputs), residuals
 
 
 def _sum_bwd(out_fn, delta_fn, residuals, cotangent):
-    grad_a0, grad_params, data, weights = residuals
+    grad_a0, grad_params, data, outputs, final_carry = residuals
     scale = lambda g: g * cotangent
     return (
         scale(grad_a0),
         jax.tree.map(scale, grad_params),
         jax.tree.map(jnp.zeros_like, data),
-        jnp.zeros_like(weights),
+        scale(outputs),
+        jax.tree.map(jnp.zeros_like, final_carry),
     )
 
 

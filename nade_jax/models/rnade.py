@@ -25,7 +25,7 @@ class MoGNADE(SharedWeightNADE):
         *,
         activation: str = "sigmoid",
         min_scale: float = 1e-3,
-        block_size: int = 16,
+        block_size: int = 1,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
