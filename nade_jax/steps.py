@@ -107,6 +107,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, me
     def blocking_step(params, opt_state, batch, key, ordering):
         return jax.block_until_ready(step(params, opt_state, batch, key, ordering))
 
+    blocking_step.lower = step.lower  # for ahead-of-time compilation and memory analysis
     return blocking_step
 
 

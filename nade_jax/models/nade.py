@@ -213,26 +213,37 @@ class SharedWeightNADE(nnx.Module):
     def sample(self, key: jax.Array, num_samples: int, ordering: jax.Array | None = None) -> jax.Array:
         """Draws (num_samples, D) samples from the distribution that ``log_prob`` scores.
 
-        One compiled ``lax.scan`` over the D steps: O(D·H) work per sample.
+        One compiled ``lax.scan`` over the D steps: O(D·H) work per sample. Binary heads
+        draw x = 1 when log u < log p(x = 1 | h) with uniforms u generated before the loop,
+        which keeps random-number generation (a Threefry loop per call) out of the scan;
+        other heads call ``head.sample`` with a per-step key.
         """
         num_samples = check_positive_int(num_samples, "num_samples")
         ordering = self._ordering(ordering)
         params = self._per_variable(ordering)
         dtype = self.W[...].dtype
+        D = self.num_inputs
 
         def step(a, inputs):
-            p, step_key = inputs
+            p, noise = inputs
             pre = a * p["rho"] if "rho" in p else a
             outputs = _readout(self.activation, pre, p["V"]) + p["bias"]  # (n, P)
-            value = self.head.sample(step_key, outputs)  # (n,)
+            if self.head.binary:
+                log_p1 = self.head.log_prob(outputs, jnp.ones((num_samples,), dtype))
+                value = (jnp.log(noise) < log_p1).astype(dtype)  # (n,)
+            else:
+                value = self.head.sample(noise, outputs)  # (n,)
             return a + value[:, None] * p["W"][None, :], value
 
         a0 = jnp.broadcast_to(self.c[...], (num_samples, self.num_hidden)).astype(dtype)
-        keys = jax.random.split(key, self.num_inputs)
-        _, values = jax.lax.scan(step, a0, (params, keys))  # (D, n) in ordering order
+        if self.head.binary:
+            noise = jax.random.uniform(key, (D, num_samples), dtype)
+        else:
+            noise = jax.random.split(key, D)
+        _, values = jax.lax.scan(step, a0, (params, noise))  # (D, n) in ordering order
         if ordering is None:
             return values.T
-        return jnp.zeros((num_samples, self.num_inputs), dtype).at[:, ordering].set(values.T)
+        return jnp.zeros((num_samples, D), dtype).at[:, ordering].set(values.T)
 
     def init_from_data(self, x) -> None:
         """Sets the output biases from data marginals (see the head's ``init_bias``)."""

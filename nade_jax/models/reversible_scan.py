@@ -67,45 +67,55 @@ def _reverse(out_fn, delta_fn, a_last, params, data, cotangents):
     Block j's update ``delta_j`` needs the gradient with respect to the carry *after* block
     j: the running sum ``grad_a`` before block j's own contribution is added. Reading that
     sum in the iteration that updates it in place makes XLA copy it (B·H values) every
-    block, so iteration j applies block j-1's update vjp to the freshly updated sum instead
-    and hands the result to iteration j-1 through the carry (the last block's update has a
-    zero cotangent). Only the parameter leaves that ``delta_fn`` reads travel that way.
+    block, so iteration j applies block j-1's update vjp to the freshly updated sum instead,
+    and the stacked results are shifted back by one block afterwards (the last block's
+    update has a zero cotangent). Each vjp is taken only with respect to the parameter
+    leaves its function reads, so the loop stacks no zero gradients.
     """
     flat_params, treedef = jax.tree.flatten(params)
-    block_avals = [jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for v in flat_params]
-    data_avals = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), data)
-    read = _leaves_read(lambda flat, d: delta_fn(treedef.unflatten(flat), d), block_avals, data_avals)
-    read = read[: len(flat_params)]
+    num_blocks = jax.tree.leaves(cotangents)[0].shape[0]
+    block_of = lambda tree: jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), tree)
+    flat_block, data_block = block_of(flat_params), block_of(data)
+    out_reads = _leaves_read(lambda a, f, d: out_fn(a, treedef.unflatten(f), d), block_of(a_last[None]), flat_block, data_block)
+    out_reads = out_reads[1 : 1 + len(flat_params)]
+    delta_reads = _leaves_read(lambda f, d: delta_fn(treedef.unflatten(f), d), flat_block, data_block)
+    delta_reads = delta_reads[: len(flat_params)]
 
-    def delta_of_read(read_leaves, flat_block, d):
-        leaves = iter(read_leaves)
-        return delta_fn(treedef.unflatten([next(leaves) if r else v for r, v in zip(read, flat_block)]), d)
+    def with_leaves(flat, reads, leaves):
+        """``flat`` with the leaves where ``reads`` is set replaced by ``leaves``."""
+        leaves = iter(leaves)
+        return treedef.unflatten([next(leaves) if r else v for r, v in zip(reads, flat)])
 
     def step(carry, block):
-        a, grad_a, pending = carry  # pending: block j's update vjp, read leaves only
+        a, grad_a = carry
         j, p, d, g = block
         a = a - delta_fn(p, d)
-        outputs, vjp_out = jax.vjp(lambda a_, p_: out_fn(a_, p_, d), a, p)
-        grad_a_out, grad_p_out = vjp_out(g)
+        flat = jax.tree.leaves(p)
+        out_leaves = [v for r, v in zip(out_reads, flat) if r]
+        outputs, vjp_out = jax.vjp(lambda a_, leaves: out_fn(a_, with_leaves(flat, out_reads, leaves), d), a, out_leaves)
+        grad_a_out, grad_out = vjp_out(g)
         grad_a = grad_a + grad_a_out
-        flat_grad = jax.tree.leaves(grad_p_out)
-        pending = iter(pending)
-        flat_grad = [g_ + next(pending) if r else g_ for r, g_ in zip(read, flat_grad)]
         # Block j-1's update vjp (at j = 0 the result is never used).
         j_prev = jnp.maximum(j - 1, 0)
         flat_prev, d_prev = jax.tree.leaves(_take(params, j_prev)), _take(data, j_prev)
-        read_prev = [v for r, v in zip(read, flat_prev) if r]
-        _, vjp_delta = jax.vjp(lambda leaves: delta_of_read(leaves, flat_prev, d_prev), read_prev)
-        (pending,) = vjp_delta(grad_a)
-        return (a, grad_a, pending), (outputs, treedef.unflatten(flat_grad))
+        delta_leaves = [v for r, v in zip(delta_reads, flat_prev) if r]
+        _, vjp_delta = jax.vjp(lambda leaves: delta_fn(with_leaves(flat_prev, delta_reads, leaves), d_prev), delta_leaves)
+        (grad_delta_prev,) = vjp_delta(grad_a)
+        return (a, grad_a), (outputs, grad_out, grad_delta_prev)
 
-    num_blocks = jax.tree.leaves(cotangents)[0].shape[0]
-    zero_pending = [jnp.zeros(v.shape[1:], v.dtype) for r, v in zip(read, flat_params) if r]
-    init = (a_last, jnp.zeros_like(a_last), zero_pending)
-    (_, grad_a0, _), (outputs, grad_params) = jax.lax.scan(
+    init = (a_last, jnp.zeros_like(a_last))
+    (_, grad_a0), (outputs, grad_out, grad_delta_prev) = jax.lax.scan(
         step, init, (jnp.arange(num_blocks), params, data, cotangents), reverse=True
     )
-    return outputs, grad_a0, grad_params
+    grad_out, grad_delta_prev = iter(grad_out), iter(grad_delta_prev)
+    flat_grads = []
+    for value, out_read, delta_read in zip(flat_params, out_reads, delta_reads):
+        grad = next(grad_out) if out_read else jnp.zeros_like(value)
+        if delta_read:  # row j was computed in iteration j + 1
+            shifted = next(grad_delta_prev)
+            grad = grad + jnp.concatenate([shifted[1:], jnp.zeros_like(shifted[:1])])
+        flat_grads.append(grad)
+    return outputs, grad_a0, treedef.unflatten(flat_grads)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
