@@ -15,6 +15,7 @@ devices when the CPU backend starts (``--xla_force_host_platform_device_count``)
     python benchmarks/bench.py               # the full table, 1 and 2 devices
     python benchmarks/bench.py --quick       # a smoke run: tiny sizes, few repeats
     python benchmarks/bench.py --devices 2 --only "BinaryNADE D=784"
+    python benchmarks/bench.py --pin         # each worker pinned to as many cores as devices
 """
 
 from __future__ import annotations
@@ -207,11 +208,11 @@ def _row(config, devices, task, times, memory, examples=None):
 
 
 # -- driver side ---------------------------------------------------------------------------
-def run_devices(num_devices, configs, rounds, reps):
+def run_devices(num_devices, configs, rounds, reps, pin=False):
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={num_devices}").strip()
     env.setdefault("JAX_PLATFORMS", "cpu")
-    spec = json.dumps({"configs": configs, "rounds": rounds, "reps": reps})
+    spec = json.dumps({"configs": configs, "rounds": rounds, "reps": reps, "pin": pin, "devices": num_devices})
     result = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--worker", spec], env=env, capture_output=True, text=True
     )
@@ -261,10 +262,13 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7; quick 2)")
     parser.add_argument("--reps", type=int, default=None, help="calls per candidate per round (default 3; quick 1)")
     parser.add_argument("--only", default=None, help="run only the configs whose name contains this")
+    parser.add_argument("--pin", action="store_true", help="pin each worker to as many cores as it has devices")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
+        if spec["pin"]:  # before JAX starts, so XLA sizes its thread pool to these cores
+            os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: spec["devices"]])
         worker(spec["configs"], spec["rounds"], spec["reps"])
         return
     configs = QUICK if args.quick else FULL
@@ -274,9 +278,10 @@ def main(argv=None):
     reps = args.reps or (1 if args.quick else 3)
     rows = []
     for num_devices in [int(n) for n in args.devices.split(",")]:
-        rows += run_devices(num_devices, configs, rounds, reps)
+        rows += run_devices(num_devices, configs, rounds, reps, args.pin)
     print(f"Machine: {machine()}")
-    print(f"Medians of {rounds} interleaved rounds x {reps} calls.\n")
+    pinned = ", each worker pinned to as many cores as devices" if args.pin else ""
+    print(f"Medians of {rounds} interleaved rounds x {reps} calls{pinned}.\n")
     print(table(rows))
 
 

@@ -214,9 +214,11 @@ class SharedWeightNADE(nnx.Module):
         """Draws (num_samples, D) samples from the distribution that ``log_prob`` scores.
 
         One compiled ``lax.scan`` over the D steps: O(D·H) work per sample. Binary heads
-        draw x = 1 when log u < log p(x = 1 | h) with uniforms u generated before the loop,
-        which keeps random-number generation (a Threefry loop per call) out of the scan;
-        other heads call ``head.sample`` with a per-step key.
+        draw x = 1 when log u < log p(x = 1 | h), with the log-uniforms drawn before the
+        loop: that keeps random-number generation (a Threefry loop per call) out of the
+        scan, whose body is then small enough for XLA:CPU to run its kernels back to back
+        rather than through its task graph. Other heads call ``head.sample`` with a
+        per-step key.
         """
         num_samples = check_positive_int(num_samples, "num_samples")
         ordering = self._ordering(ordering)
@@ -230,14 +232,14 @@ class SharedWeightNADE(nnx.Module):
             outputs = _readout(self.activation, pre, p["V"]) + p["bias"]  # (n, P)
             if self.head.binary:
                 log_p1 = self.head.log_prob(outputs, jnp.ones((num_samples,), dtype))
-                value = (jnp.log(noise) < log_p1).astype(dtype)  # (n,)
+                value = (noise < log_p1).astype(dtype)  # (n,)
             else:
                 value = self.head.sample(noise, outputs)  # (n,)
             return a + value[:, None] * p["W"][None, :], value
 
         a0 = jnp.broadcast_to(self.c[...], (num_samples, self.num_hidden)).astype(dtype)
         if self.head.binary:
-            noise = jax.random.uniform(key, (D, num_samples), dtype)
+            noise = jnp.log(jax.random.uniform(key, (D, num_samples), dtype))
         else:
             noise = jax.random.split(key, D)
         _, values = jax.lax.scan(step, a0, (params, noise))  # (D, n) in ordering order

@@ -30,13 +30,28 @@ OutFn = Callable[[jax.Array, Any, Any], jax.Array]
 DeltaFn = Callable[[Any, Any], jax.Array]
 
 
-def _forward(out_fn, delta_fn, a0, params, data):
-    def step(a, block):
-        p, d = block
-        return a + delta_fn(p, d), out_fn(a, p, d)
+def _take(tree, j):
+    return jax.tree.map(lambda v: jax.lax.dynamic_index_in_dim(v, j, keepdims=False), tree)
 
-    a_last, outputs = jax.lax.scan(step, a0, (params, data))
-    return outputs, a_last
+
+def _forward(out_fn, delta_fn, a0, params, data):
+    """Returns (outputs, final carry).
+
+    Iteration j first applies block j-1's update and then reads the carry: reading the
+    carry before updating it in place would make XLA copy it (B·H values) every block.
+    """
+    num_blocks = jax.tree.leaves((params, data))[0].shape[0]
+
+    def step(a, block):
+        j, p, d = block
+        j_prev = jnp.maximum(j - 1, 0)
+        delta = delta_fn(_take(params, j_prev), _take(data, j_prev))
+        a = a + jnp.where(j > 0, delta, jnp.zeros_like(delta))
+        return a, out_fn(a, p, d)
+
+    a, outputs = jax.lax.scan(step, a0, (jnp.arange(num_blocks), params, data))
+    last = num_blocks - 1
+    return outputs, a + delta_fn(_take(params, last), _take(data, last))
 
 
 def _final_carry(delta_fn, a0, params, data):
@@ -44,10 +59,6 @@ def _final_carry(delta_fn, a0, params, data):
         return a + delta_fn(*block), None
 
     return jax.lax.scan(step, a0, (params, data))[0]
-
-
-def _take(tree, j):
-    return jax.tree.map(lambda v: jax.lax.dynamic_index_in_dim(v, j, keepdims=False), tree)
 
 
 def _leaves_read(fn, *args) -> list[bool]:
@@ -141,7 +152,7 @@ def _scan_fwd(out_fn, delta_fn, a0, params, data):
 def _scan_bwd(out_fn, delta_fn, residuals, cotangents):
     a_last, params, data = residuals
     _, grad_a0, grad_params = _reverse(out_fn, delta_fn, a_last, params, data, cotangents)
-    return grad_a0, grad_params, jax.tree.map(jnp.zeros_like, data)
+    return grad_a0, grad_params, jax.tree.map(lambda _: None, data)  # None: a symbolic zero
 
 
 reversible_scan.defvjp(_scan_fwd, _scan_bwd)
@@ -173,9 +184,9 @@ def _sum_bwd(out_fn, delta_fn, residuals, cotangent):
     return (
         scale(grad_a0),
         jax.tree.map(scale, grad_params),
-        jax.tree.map(jnp.zeros_like, data),
+        jax.tree.map(lambda _: None, data),  # None: a symbolic zero, so no upstream work
         scale(outputs),
-        jax.tree.map(jnp.zeros_like, final_carry),
+        jax.tree.map(lambda _: None, final_carry),
     )
 
 
