@@ -2,6 +2,7 @@
 
 from nade_jax.models.heads import BernoulliHead, MoGHead
 from nade_jax.models.nade import BinaryNADE, SharedWeightNADE
+from nade_jax.models.orderless import OrderlessNADE
 from nade_jax.models.rnade import MoGNADE
 
-__all__ = ["BernoulliHead", "MoGHead", "BinaryNADE", "MoGNADE", "SharedWeightNADE"]
+__all__ = ["BernoulliHead", "MoGHead", "BinaryNADE", "MoGNADE", "OrderlessNADE", "SharedWeightNADE"]
