@@ -73,6 +73,9 @@ class OrderlessNADE(nnx.Module):
     read-outs.
     """
 
+    # Trained over all orderings: the runner reports it per ordering and as ensembles.
+    is_orderless = True
+
     def __init__(
         self,
         num_inputs: int,
