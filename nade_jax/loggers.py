@@ -58,8 +58,8 @@ class RunLogger:
             "step": int(step),
             "test/ordering_names": list(per_ordering),
             "test/nll_per_ordering": list(per_ordering.values()),
-            "test/ensemble_k": list(ensemble_curve),
-            "test/ensemble_nll": list(ensemble_curve.values()),
+            "test/ensemble_curve_k": list(ensemble_curve),
+            "test/ensemble_curve_nll": list(ensemble_curve.values()),
         }
         self._file.write(json.dumps(record) + "\n")
         if self.wandb_run is None:

@@ -55,7 +55,7 @@ def build_report(root: Path, out: Path) -> Path:
     for run in sorted(runs, key=lambda r: r["metrics"]["test/nll"]):
         m, c = run["metrics"], run["choices"]
         ensemble = m.get("test/ensemble_nll")
-        k = m["test/ensemble_k"][-1] if "test/ensemble_k" in m else None
+        k = m["test/ensemble_curve_k"][-1] if "test/ensemble_curve_k" in m else None
         lines.append(
             f"| {c.get('model', '?')} | {c.get('data', '?')} | {c.get('ordering', '?')} | {m.get('step', '?')} | "
             f"{_fmt(m.get('val/best_nll'))} | {_fmt(m['test/nll'])} | {_fmt(m.get('test/baseline_nll'))} | "
@@ -72,11 +72,11 @@ def build_report(root: Path, out: Path) -> Path:
         for run in orderless:
             values = run["metrics"]["test/nll_per_ordering"]
             lines.append(f"| {label(run)} | " + " | ".join(_fmt(v) for v in values) + " |")
-        curves = {label(r): (r["metrics"]["test/ensemble_k"], r["metrics"]["test/ensemble_nll"]) for r in orderless}
+        curves = {label(r): (r["metrics"]["test/ensemble_curve_k"], r["metrics"]["test/ensemble_curve_nll"]) for r in orderless}
         curve_png = save_curves(curves, out / "ensemble_curves.png", "Ensembles over orderings")
         lines += ["", "## Ensembles: test NLL vs number of orderings", "",
-                  "| run | " + " | ".join(f"K={k}" for k in orderless[0]["metrics"]["test/ensemble_k"]) + " |",
-                  "|---|" + "---|" * len(orderless[0]["metrics"]["test/ensemble_k"])]
+                  "| run | " + " | ".join(f"K={k}" for k in orderless[0]["metrics"]["test/ensemble_curve_k"]) + " |",
+                  "|---|" + "---|" * len(orderless[0]["metrics"]["test/ensemble_curve_k"])]
         for name, (_, values) in curves.items():
             lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in values) + " |")
         lines += ["", f"![ensemble curves]({curve_png.name})"]

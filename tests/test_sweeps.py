@@ -73,6 +73,6 @@ def test_nade_eval_reproduces_the_runs_ordering_table(tmp_path):
     result = json.loads((run_dir / "eval_K4.json").read_text())
     assert list(result["per_ordering"]) == table["test/ordering_names"]
     assert list(result["per_ordering"].values()) == pytest.approx(table["test/nll_per_ordering"], rel=1e-6)
-    assert [result["ensemble"][str(k)] for k in table["test/ensemble_k"]] == pytest.approx(
-        table["test/ensemble_nll"], rel=1e-6)
+    assert [result["ensemble"][str(k)] for k in table["test/ensemble_curve_k"]] == pytest.approx(
+        table["test/ensemble_curve_nll"], rel=1e-6)
     assert (run_dir / "samples_eval_K4.png").exists()
