@@ -6,8 +6,10 @@ that are neither inputs nor outputs). Every training-step and log_prob row is se
 against a baseline measured in the same run: the textbook formulation, one
 ``lax.scan`` step per variable with ``jax.nn.sigmoid`` and plain ``jax.grad`` (which
 stacks a (B, H) residual per step), with the same optimizer (Adam) and the same
-data-parallel step. Times are medians over interleaved repeats, because the machine
-may be shared.
+data-parallel step. A "floor" row per BinaryNADE size times B·D·H tanh evaluations
+alone (one fusion per variable), which calibrates the machine of the moment. Times are
+medians over interleaved repeats, because the machine may be shared; CPU ms above ms
+means more than one core was busy.
 
 Each device count runs in its own subprocess, since XLA fixes the number of host
 devices when the CPU backend starts (``--xla_force_host_platform_device_count``).
@@ -186,6 +188,15 @@ def worker(configs, rounds, reps):
             memory[name] = log_prob.lower(params, x, ordering).compile().memory_analysis().temp_size_in_bytes
             candidates[name] = (lambda s, f=log_prob, p=params: f(p, x, ordering), None)
         rows.append(_row(config, devices, "log_prob", _interleaved(candidates, rounds, reps), memory))
+
+        if config["model"] == "BinaryNADE":
+            # The floor: one tanh per hidden unit per variable (B·D·H), in one fusion per step.
+            floor = jax.jit(lambda a, s: jax.lax.scan(lambda a, s_j: (jnp.tanh(a) * s_j, None), a, s)[0])
+            a0 = jnp.ones((B, config["H"]), jnp.float32)
+            scales = jnp.full((D,), 1.5, jnp.float32)
+            memory = {"ours": 0}
+            times = _interleaved({"ours": (lambda s: floor(a0, scales), None)}, rounds, reps)
+            rows.append(_row(config, devices, "floor: B·D·H tanh", times, memory))
 
         graphdef, params = nnx.split(_make_model(config, False))
         sample = jax.jit(lambda p, k, g=graphdef: nnx.merge(g, p).sample(k, 100, ordering))
