@@ -72,7 +72,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, me
 
     ``params`` and ``opt_state`` are donated. On XLA:CPU with several devices the returned
     function blocks until the step is done: queuing a second step while the cross-device
-    all-reduce of the first is in flight can deadlock the CPU collectives.
+    all-reduce of the first is in flight can deadlock the CPU collectives (reproduced:
+    benchmarks/RESULTS.md).
     """
     mesh = make_mesh(1) if mesh is None else mesh
 

@@ -42,6 +42,8 @@ SHARDED_VERSUS_SINGLE = textwrap.dedent(
             losses = []
             for _ in range(3):  # the same batch, so the loss must fall
                 params, opt_state, loss = step(params, opt_state, steps.shard_batch(batch, mesh), jax.random.key(0), ordering)
+                # Several devices on CPU: the step has blocked (no all-reduce left in flight).
+                assert mesh.size == 1 or all(v.is_ready() for v in jax.tree.leaves((params, opt_state, loss)))
                 losses.append(float(loss))
             return np.array(losses), [np.asarray(v) for v in jax.tree.leaves(params)]
 
