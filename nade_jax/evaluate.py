@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
+from nade_jax import CONFIG_DIR
 from nade_jax import orderings as ordering_lib
 from nade_jax.orderings import log_prob_per_ordering
 
@@ -87,7 +88,7 @@ def ordering_report(model, x: np.ndarray, orderings, names: list[str], batch_siz
     return per_ordering, curve
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     from nade_jax.train import ConfigError, restore_run
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from nade_jax import data as data_lib
-from nade_jax import evaluate, orderings, steps
+from nade_jax import CONFIG_DIR, evaluate, orderings, steps
 from nade_jax.checkpoint import Checkpointer
 from nade_jax.data.preprocess import bernoulli_sample, dynamic_binarize
 from nade_jax.loggers import RunLogger, start_wandb
@@ -293,7 +293,7 @@ def restore_run(run_dir: Path):
     return nnx.merge(graphdef, state["best_params"]), splits, cfg
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     """Trains one configuration; returns the test NLL (for Hydra sweepers)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -90,7 +90,10 @@ def test_bad_config_values_name_the_key(tmp_path, overrides, message):
 
 
 def test_cli_bad_config_is_one_line_without_traceback(tmp_path):
-    result = run_cli(["logger=none", "trainer.batch_size=100000", f"hydra.run.dir={tmp_path}"], tmp_path)
+    # Through the installed console script, from outside the checkout: it must find conf/.
+    script = str(Path(sys.executable).with_name("nade-train"))
+    result = subprocess.run([script, "logger=none", "trainer.batch_size=100000", f"hydra.run.dir={tmp_path}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "nade-train: error:" in line]
