@@ -263,7 +263,11 @@ def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     import jax
 
-    return f"{cpu}, {os.cpu_count()} cores, load average {load:.1f}; jax {jax.__version__}; python {platform.python_version()}"
+    flags = os.environ.get("XLA_FLAGS", "")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, load average {load:.1f}; jax {jax.__version__}; "
+        f"python {platform.python_version()}; XLA_FLAGS={flags!r} (plus the device count)"
+    )
 
 
 def main(argv=None):
