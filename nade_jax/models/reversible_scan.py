@@ -87,7 +87,8 @@ def _reverse(out_fn, delta_fn, a_last, params, data, cotangents):
     num_blocks = jax.tree.leaves(cotangents)[0].shape[0]
     block_of = lambda tree: jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), tree)
     flat_block, data_block = block_of(flat_params), block_of(data)
-    out_reads = _leaves_read(lambda a, f, d: out_fn(a, treedef.unflatten(f), d), block_of(a_last[None]), flat_block, data_block)
+    carry = jax.ShapeDtypeStruct(a_last.shape, a_last.dtype)
+    out_reads = _leaves_read(lambda a, f, d: out_fn(a, treedef.unflatten(f), d), carry, flat_block, data_block)
     out_reads = out_reads[1 : 1 + len(flat_params)]
     delta_reads = _leaves_read(lambda f, d: delta_fn(treedef.unflatten(f), d), flat_block, data_block)
     delta_reads = delta_reads[: len(flat_params)]
