@@ -60,7 +60,7 @@ def evaluation_orderings(num_inputs: int, num_orderings: int, seed: int) -> tupl
     named = [("identity", ordering_lib.identity(num_inputs)), ("reverse", ordering_lib.reverse(num_inputs))]
     named = named[:num_orderings]
     extra = num_orderings - len(named)
-    names = [n for n, _ in named] + [f"random_{i}" for i in range(extra)]
+    names = [n for n, _ in named] + [f"eval_random_{i}" for i in range(extra)]
     rows = [o for _, o in named]
     if extra:
         rows += list(ordering_lib.random_batch(jax.random.key(seed), extra, num_inputs))
