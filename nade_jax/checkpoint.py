@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 
@@ -24,8 +25,12 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state) -> None:
-        """Saves ``state`` (any pytree of arrays) at ``step``; asynchronous, atomic."""
-        self.manager.save(step, args=ocp.args.StandardSave(state))
+        """Saves ``state`` (any pytree of arrays) at ``step``; asynchronous, atomic.
+
+        The write runs in the background, so it works on device-side copies: the caller's
+        next jitted step may donate (overwrite) the original buffers.
+        """
+        self.manager.save(step, args=ocp.args.StandardSave(jax.tree.map(jnp.copy, state)))
 
     def restore(self, like, step: int | None = None):
         """Restores the latest (or ``step``) checkpoint into the structure of ``like``."""

@@ -145,7 +145,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "opt_state": tx.init(params),
         "step": jnp.asarray(0),
         "key": jax.random.key_data(base_key),
-        "best_params": params,
+        "best_params": jax.tree.map(jnp.copy, params),  # params' buffers are donated to the step
         "best_val_nll": jnp.asarray(np.inf, jnp.float32),
         "evals_since_best": jnp.asarray(0),
     }
