@@ -142,11 +142,6 @@ def worker(configs, rounds, reps):
     devices = mesh.size
     rows = []
     for config in configs:
-        if config["model"] == "OrderlessNADE":
-            try:
-                import nade_jax.models.orderless  # noqa: F401  (written concurrently; optional)
-            except ImportError:
-                continue
         D, B = config["D"], config["B"]
         rng = np.random.default_rng(0)
         if config["model"] == "MoGNADE":

@@ -16,7 +16,7 @@ import hydra
 import jax
 import numpy as np
 from flax import nnx
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from nade_jax import CONFIG_DIR
 from nade_jax import orderings as ordering_lib

@@ -66,6 +66,27 @@ def check_ordering(ordering, num_inputs: int, name: str = "ordering"):
     return ordering
 
 
+def as_batch(x, num_inputs: int, dtype, name: str = "x") -> jax.Array:
+    """Checks a model input (B, D) (see ``check_batch``) and returns it as a ``dtype`` array."""
+    x = x if hasattr(x, "shape") else np.asarray(x)
+    check_batch(x, num_inputs, name)
+    return jax.numpy.asarray(x, dtype)
+
+
+def as_ordering(ordering, num_inputs: int, name: str = "ordering") -> jax.Array | None:
+    """Checks one ordering (D,) for a model call; None (the identity) passes through."""
+    if ordering is None:
+        return None
+    ordering = ordering if hasattr(ordering, "shape") else jax.numpy.asarray(ordering)
+    check_ordering(ordering, num_inputs, name)
+    if ordering.ndim != 1:
+        raise ValueError(
+            f"{name} must have shape ({num_inputs},), got {ordering.shape}; "
+            "use log_prob_per_ordering for several orderings"
+        )
+    return ordering
+
+
 def check_inputs(x, num_inputs: int | None = None, binary: bool = False, name: str = "x") -> np.ndarray:
     """Validates a whole dataset once, before training or evaluation.
 

@@ -7,7 +7,6 @@ import pytest
 from flax import nnx
 
 from conftest import all_binary_vectors, scale_params
-from nade_jax import orderings
 from nade_jax.models import BinaryNADE, MoGNADE
 from reference import nade_log_prob, params_of
 

@@ -8,13 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
 from nade_jax import evaluate
-from nade_jax.train import ConfigError, restore_run, train
+from nade_jax.train import restore_run, train
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 TINY = ["model.num_hidden=16", "trainer.max_steps=60", "trainer.eval_every=20", "trainer.checkpoint_every=20",

@@ -21,10 +21,10 @@ from flax import nnx
 from nade_jax.models.heads import BernoulliHead
 from nade_jax.models.reversible_scan import reversible_scan, reversible_weighted_sum
 from nade_jax.validation import (
-    check_batch,
+    as_batch,
+    as_ordering,
     check_choice,
     check_inputs,
-    check_ordering,
     check_positive_int,
 )
 
@@ -128,18 +128,6 @@ class SharedWeightNADE(nnx.Module):
         self.rho = nnx.Param(jnp.ones((D,), param_dtype)) if rescale_activation else None
 
     # -- helpers -------------------------------------------------------------------------
-    def _ordering(self, ordering):
-        if ordering is None:
-            return None
-        ordering = jnp.asarray(ordering) if not hasattr(ordering, "shape") else ordering
-        check_ordering(ordering, self.num_inputs)
-        if ordering.ndim != 1:
-            raise ValueError(
-                f"ordering must have shape ({self.num_inputs},), got {ordering.shape}; "
-                "use log_prob_per_ordering for several orderings"
-            )
-        return ordering
-
     def _per_variable(self, ordering):
         """Per-step parameters in ordering order: W (D, H), V (D, H, P) and the read-out
         bias (D, P) (b, plus V's column sums / 2 for sigmoid units: see ``_readout``);
@@ -173,11 +161,6 @@ class SharedWeightNADE(nnx.Module):
         a0 = jnp.broadcast_to(self.c[...], (x.shape[0], self.num_hidden)).astype(x.dtype)
         return a0, params, data
 
-    def _prepare_x(self, x):
-        x = jnp.asarray(x) if not hasattr(x, "shape") else x
-        check_batch(x, self.num_inputs)
-        return x.astype(self.W[...].dtype)
-
     # -- the contract ----------------------------------------------------------------------
     def log_prob(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
         """Exact log p(x) under ``ordering``.
@@ -188,8 +171,8 @@ class SharedWeightNADE(nnx.Module):
         Returns:
           (B,) log-probabilities (log-densities for real-valued heads).
         """
-        x = self._prepare_x(x)
-        a0, params, data = self._blocks(x, self._ordering(ordering))
+        x = as_batch(x, self.num_inputs, self.W[...].dtype)
+        a0, params, data = self._blocks(x, as_ordering(ordering, self.num_inputs))
         block_fn = functools.partial(_block_log_prob, self.head, self.activation)
         per_variable = reversible_scan(block_fn, _block_delta, a0, params, data)  # (nb, B, K)
         return per_variable.sum(axis=(0, 2))
@@ -203,8 +186,8 @@ class SharedWeightNADE(nnx.Module):
         ordering.
         """
         del key
-        x = self._prepare_x(x)
-        a0, params, data = self._blocks(x, self._ordering(ordering))
+        x = as_batch(x, self.num_inputs, self.W[...].dtype)
+        a0, params, data = self._blocks(x, as_ordering(ordering, self.num_inputs))
         block_fn = functools.partial(_block_log_prob, self.head, self.activation)
         weights = jnp.broadcast_to(data["valid"][:, None, :], data["x"].shape) / x.shape[0]
         final_carry = a0 + x @ self.W[...]
@@ -221,7 +204,7 @@ class SharedWeightNADE(nnx.Module):
         per-step key.
         """
         num_samples = check_positive_int(num_samples, "num_samples")
-        ordering = self._ordering(ordering)
+        ordering = as_ordering(ordering, self.num_inputs)
         params = self._per_variable(ordering)
         dtype = self.W[...].dtype
         D = self.num_inputs

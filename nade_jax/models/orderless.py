@@ -33,10 +33,11 @@ from flax import nnx
 from nade_jax.models.heads import BernoulliHead, MoGHead
 from nade_jax.models.nade import ACTIVATIONS
 from nade_jax.validation import (
+    as_batch,
+    as_ordering,
     check_batch,
     check_choice,
     check_inputs,
-    check_ordering,
     check_positive_int,
     is_concrete,
 )
@@ -137,22 +138,6 @@ class OrderlessNADE(nnx.Module):
     def _dtype(self):
         return self.W_x[...].dtype
 
-    def _prepare_x(self, x):
-        check_batch(x if hasattr(x, "shape") else jnp.asarray(x), self.num_inputs)
-        return jnp.asarray(x, self._dtype())
-
-    def _ordering(self, ordering):
-        if ordering is None:
-            return None
-        ordering = jnp.asarray(ordering) if not hasattr(ordering, "shape") else ordering
-        check_ordering(ordering, self.num_inputs)
-        if ordering.ndim != 1:
-            raise ValueError(
-                f"ordering must have shape ({self.num_inputs},), got {ordering.shape}; "
-                "use log_prob_per_ordering for several orderings"
-            )
-        return ordering
-
     def _per_variable(self, ordering):
         """W_x, W_m (D, H_1), V (D, H_L, P), b (D, P), rows in ordering order."""
         params = {"W_x": self.W_x[...], "W_m": self.W_m[...], "V": self.V[...], "b": self.b[...]}
@@ -172,7 +157,7 @@ class OrderlessNADE(nnx.Module):
           here, so ``loss`` is the plain batch mean and the expectation of this value over
           the objective's masks is the ordering-averaged NLL.
         """
-        x = self._prepare_x(x)
+        x = as_batch(x, self.num_inputs, self._dtype())
         mask = jnp.asarray(mask) if not hasattr(mask, "shape") else mask
         check_batch(mask, self.num_inputs, name="mask")
         if mask.shape[0] != x.shape[0]:
@@ -196,7 +181,7 @@ class OrderlessNADE(nnx.Module):
         del ordering
         if key is None:
             raise ValueError("key must be a jax.random key: the orderless loss draws random masks")
-        x = self._prepare_x(x)
+        x = as_batch(x, self.num_inputs, self._dtype())
         mask = random_masks(key, x.shape[0], self.num_inputs, x.dtype)
         return self.masked_nll(x, mask).mean()
 
@@ -215,8 +200,8 @@ class OrderlessNADE(nnx.Module):
         Returns:
           (B,) log-probabilities (log-densities for the MoG head).
         """
-        x = self._prepare_x(x)
-        ordering = self._ordering(ordering)
+        x = as_batch(x, self.num_inputs, self._dtype())
+        ordering = as_ordering(ordering, self.num_inputs)
         D, K = self.num_inputs, self.block_size
         num_blocks = -(-D // K)
         pad = num_blocks * K - D
@@ -254,7 +239,7 @@ class OrderlessNADE(nnx.Module):
         One ``lax.scan`` over the D steps with the same rank-one first-layer updates.
         """
         num_samples = check_positive_int(num_samples, "num_samples")
-        ordering = self._ordering(ordering)
+        ordering = as_ordering(ordering, self.num_inputs)
         dtype = self._dtype()
 
         def step(a, inputs):
