@@ -187,3 +187,19 @@ def test_offline_wandb_run_reads_back_the_logged_metrics(tmp_path):
     assert {k for k in expected if k[1] == "train/loss"}  # something to compare
     for key, value in expected.items():
         assert logged.get(key) == pytest.approx(value, rel=1e-6), key
+
+
+def test_two_host_devices_train_like_one(tmp_path):
+    """trainer.devices=2 shards every batch over 2 XLA host devices; the run ends where the
+    single-device run ends (same data order, same gradients up to summation order)."""
+    args = ["logger=none", "model.num_hidden=16", "trainer.max_steps=40", "trainer.eval_every=20",
+            "trainer.num_samples=0", "trainer.progress=false"]
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    summaries = []
+    for devices in (1, 2):
+        run_dir = tmp_path / f"devices_{devices}"
+        result = run_cli(args + [f"trainer.devices={devices}", f"hydra.run.dir={run_dir}"], tmp_path, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        summaries.append(json.loads((run_dir / "summary.json").read_text()))
+    assert summaries[1]["test/nll"] == pytest.approx(summaries[0]["test/nll"], rel=1e-5)
+    assert summaries[1]["test/nll"] < summaries[1]["test/baseline_nll"] + 5
