@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import all_binary_vectors, scale_params
+from conftest import all_binary_vectors, assert_samples_match, scale_params
 from nade_jax.models import BinaryNADE, MoGNADE
 from reference import nade_log_prob, params_of
 
@@ -113,24 +113,13 @@ def test_mog_nade_gradients_match_finite_differences():
         _finite_difference_check(model, x, np.array([2, 0, 3, 1]))
 
 
-def _empirical_matches_exact(samples, log_p_all, num_inputs):
-    """Chi-square of sample counts over all 2^D cells against exact probabilities."""
-    codes = (np.asarray(samples) @ (2 ** np.arange(num_inputs)[::-1])).astype(int)
-    counts = np.bincount(codes, minlength=2**num_inputs)
-    expected = np.exp(np.asarray(log_p_all, np.float64)) * len(codes)
-    chi2 = np.sum((counts - expected) ** 2 / expected)
-    dof = 2**num_inputs - 1
-    assert chi2 < dof + 6 * np.sqrt(2 * dof), chi2  # ~6 sigma above the chi-square mean
-    return chi2
-
-
 def test_binary_sampler_frequencies_match_exact_probabilities():
     D = 6
     model = binary_model(D, H=5, block_size=4, factor=2.0)
     ordering = np.array([3, 5, 0, 4, 1, 2])
     samples = model.sample(jax.random.key(0), 200_000, ordering)
     assert set(np.unique(np.asarray(samples)).tolist()) <= {0.0, 1.0}
-    _empirical_matches_exact(samples, model.log_prob(all_binary_vectors(D), ordering), D)
+    assert_samples_match(samples, model.log_prob(all_binary_vectors(D), ordering), D)
 
 
 def test_sampler_under_a_different_ordering_is_detected():
@@ -140,7 +129,7 @@ def test_sampler_under_a_different_ordering_is_detected():
     model = binary_model(D, H=5, block_size=4, factor=2.0)
     samples = model.sample(jax.random.key(0), 200_000, np.array([3, 5, 0, 4, 1, 2]))
     with pytest.raises(AssertionError):
-        _empirical_matches_exact(samples, model.log_prob(all_binary_vectors(D), np.arange(D)[::-1]), D)
+        assert_samples_match(samples, model.log_prob(all_binary_vectors(D), np.arange(D)[::-1]), D)
 
 
 def test_mog_sampler_moments_match_density():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import all_binary_vectors, scale_params
+from conftest import all_binary_vectors, assert_samples_match, scale_params
 from nade_jax import orderings
 from nade_jax.models import OrderlessNADE
 from nade_jax.models.orderless import random_masks
@@ -277,26 +277,16 @@ def test_ensemble_is_the_log_mean_exp_over_orderings_and_chunking_is_exact():
 
 
 # -- samplers ------------------------------------------------------------------------------
-def _empirical_matches_exact(samples, log_p_all, num_inputs):
-    """Chi-square of sample counts over all 2^D cells against exact probabilities."""
-    codes = (np.asarray(samples) @ (2 ** np.arange(num_inputs)[::-1])).astype(int)
-    counts = np.bincount(codes, minlength=2**num_inputs)
-    expected = np.exp(np.asarray(log_p_all, np.float64)) * len(codes)
-    chi2 = np.sum((counts - expected) ** 2 / expected)
-    dof = 2**num_inputs - 1
-    assert chi2 < dof + 6 * np.sqrt(2 * dof), chi2  # ~6 sigma above the chi-square mean
-
-
 def test_binary_sampler_frequencies_match_exact_probabilities():
     D = 6
     model = binary_model(D, block_size=4)
     ordering = np.array([3, 5, 0, 4, 1, 2])
     samples = sample(model, jax.random.key(0), 200_000, ordering)
     assert set(np.unique(np.asarray(samples)).tolist()) <= {0.0, 1.0}
-    _empirical_matches_exact(samples, log_prob(model, all_binary_vectors(D), ordering), D)
+    assert_samples_match(samples, log_prob(model, all_binary_vectors(D), ordering), D)
     # The check can fail: an orderless model's distributions differ between orderings.
     with pytest.raises(AssertionError):
-        _empirical_matches_exact(samples, log_prob(model, all_binary_vectors(D), np.arange(D)[::-1]), D)
+        assert_samples_match(samples, log_prob(model, all_binary_vectors(D), np.arange(D)[::-1]), D)
 
 
 def test_mog_samples_follow_the_ordering():

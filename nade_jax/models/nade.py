@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nade_jax.models.heads import BernoulliHead
-from nade_jax.models.reversible_scan import reversible_scan, reversible_weighted_sum
+from nade_jax.models.reversible_scan import block_validity, reversible_scan, reversible_weighted_sum, to_blocks
 from nade_jax.validation import (
     as_batch,
     as_ordering,
@@ -143,21 +143,11 @@ class SharedWeightNADE(nnx.Module):
 
     def _blocks(self, x, ordering):
         """Splits x (B, D) and parameters into D/K padded blocks for the reversible scan."""
-        D, K = self.num_inputs, self.block_size
-        num_blocks = -(-D // K)
-        pad = num_blocks * K - D
+        K = self.block_size
         x_ordered = x if ordering is None else x[:, ordering]
-
-        def to_blocks(value, axis=0):
-            widths = [(0, 0)] * value.ndim
-            widths[axis] = (0, pad)
-            value = jnp.pad(value, widths)
-            shape = value.shape[:axis] + (num_blocks, K) + value.shape[axis + 1 :]
-            return jnp.moveaxis(value.reshape(shape), axis, 0)
-
-        params = jax.tree.map(to_blocks, self._per_variable(ordering))
-        valid = (jnp.arange(num_blocks * K) < D).astype(x.dtype).reshape(num_blocks, K)
-        data = {"x": to_blocks(x_ordered, axis=1), "valid": valid}
+        params = jax.tree.map(lambda value: to_blocks(value, K), self._per_variable(ordering))
+        valid = block_validity(self.num_inputs, K, x.dtype)
+        data = {"x": to_blocks(x_ordered, K, axis=1), "valid": valid}
         a0 = jnp.broadcast_to(self.c[...], (x.shape[0], self.num_hidden)).astype(x.dtype)
         return a0, params, data
 

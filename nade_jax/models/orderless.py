@@ -32,6 +32,7 @@ from flax import nnx
 
 from nade_jax.models.heads import BernoulliHead, MoGHead
 from nade_jax.models.nade import ACTIVATIONS
+from nade_jax.models.reversible_scan import block_validity, to_blocks
 from nade_jax.validation import (
     as_batch,
     as_ordering,
@@ -202,20 +203,10 @@ class OrderlessNADE(nnx.Module):
         """
         x = as_batch(x, self.num_inputs, self._dtype())
         ordering = as_ordering(ordering, self.num_inputs)
-        D, K = self.num_inputs, self.block_size
-        num_blocks = -(-D // K)
-        pad = num_blocks * K - D
-
-        def to_blocks(value, axis=0):  # (…, D, …) -> (num_blocks, …, K, …)
-            widths = [(0, 0)] * value.ndim
-            widths[axis] = (0, pad)
-            value = jnp.pad(value, widths)
-            shape = value.shape[:axis] + (num_blocks, K) + value.shape[axis + 1 :]
-            return jnp.moveaxis(value.reshape(shape), axis, 0)
-
-        params = jax.tree.map(to_blocks, self._per_variable(ordering))
-        x_blocks = to_blocks(x if ordering is None else x[:, ordering], axis=1)  # (nb, B, K)
-        valid = (jnp.arange(num_blocks * K) < D).astype(x.dtype).reshape(num_blocks, K)
+        K = self.block_size
+        params = jax.tree.map(lambda value: to_blocks(value, K), self._per_variable(ordering))
+        x_blocks = to_blocks(x if ordering is None else x[:, ordering], K, axis=1)  # (nb, B, K)
+        valid = block_validity(self.num_inputs, K, x.dtype)
         strictly_lower = jnp.tri(K, k=-1, dtype=x.dtype)  # [k, j] = 1 where j < k
 
         def step(carry, block):

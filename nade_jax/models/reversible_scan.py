@@ -30,6 +30,26 @@ OutFn = Callable[[jax.Array, Any, Any], jax.Array]
 DeltaFn = Callable[[Any, Any], jax.Array]
 
 
+def to_blocks(value: jax.Array, block_size: int, axis: int = 0) -> jax.Array:
+    """Splits ``axis`` (length D) into zero-padded blocks: (…, D, …) -> (num_blocks, …, K, …).
+
+    The scans run over the leading num_blocks = ceil(D / K) axis; ``block_validity`` marks
+    the padding.
+    """
+    num_blocks = -(-value.shape[axis] // block_size)
+    widths = [(0, 0)] * value.ndim
+    widths[axis] = (0, num_blocks * block_size - value.shape[axis])
+    value = jnp.pad(value, widths)
+    shape = value.shape[:axis] + (num_blocks, block_size) + value.shape[axis + 1 :]
+    return jnp.moveaxis(value.reshape(shape), axis, 0)
+
+
+def block_validity(num_inputs: int, block_size: int, dtype=jnp.float32) -> jax.Array:
+    """(num_blocks, K): 1 for real variables, 0 for the padding that ``to_blocks`` adds."""
+    num_blocks = -(-num_inputs // block_size)
+    return (jnp.arange(num_blocks * block_size) < num_inputs).astype(dtype).reshape(num_blocks, block_size)
+
+
 def _take(tree, j):
     return jax.tree.map(lambda v: jax.lax.dynamic_index_in_dim(v, j, keepdims=False), tree)
 
