@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig
 
-from nade_jax import CONFIG_DIR
+from nade_jax import CONFIG_DIR, steps
 from nade_jax import orderings as ordering_lib
 from nade_jax.orderings import log_prob_per_ordering
 
@@ -26,18 +26,9 @@ from nade_jax.orderings import log_prob_per_ordering
 def batched_log_prob(model, x: np.ndarray, ordering, batch_size: int = 1000) -> np.ndarray:
     """log p(x) (N,) under one ordering, evaluated in batches with one compiled function."""
     graphdef, state = nnx.split(model)
-    fn = _log_prob_fn(graphdef)
+    fn = steps.make_log_prob_fn(graphdef)
     ordering = ordering_lib.identity(model.num_inputs) if ordering is None else ordering
     return np.concatenate([np.asarray(fn(state, x[i : i + batch_size], ordering)) for i in range(0, len(x), batch_size)])
-
-
-_COMPILED = {}
-
-
-def _log_prob_fn(graphdef):
-    if graphdef not in _COMPILED:
-        _COMPILED[graphdef] = jax.jit(lambda state, x, ordering: nnx.merge(graphdef, state).log_prob(x, ordering))
-    return _COMPILED[graphdef]
 
 
 def nll(model, x: np.ndarray, ordering, batch_size: int = 1000) -> float:

@@ -21,6 +21,8 @@ step runs unchanged.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 import optax
@@ -112,6 +114,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, me
     return blocking_step
 
 
+@functools.cache
 def make_log_prob_fn(graphdef: nnx.GraphDef):
-    """Returns jitted ``log_prob(params, x (B, D), ordering (D,)) -> (B,)``."""
+    """Returns jitted ``log_prob(params, x (B, D), ordering (D,)) -> (B,)``, one per graphdef,
+    so repeated evaluations of the same model reuse its compilation."""
     return jax.jit(lambda params, x, ordering: nnx.merge(graphdef, params).log_prob(x, ordering))

@@ -135,7 +135,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         _require(plan.batch_size % mesh.size == 0,
                  f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}")
     train_step = steps.make_train_step(graphdef, tx, mesh)
-    log_prob = steps.make_log_prob_fn(graphdef)
 
     choices = _choices()
     names = {group: choices.get(group, "custom") for group in ("model", "data", "ordering", "optimizer")}
@@ -167,10 +166,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     logger = RunLogger(run_dir, wandb_run)
 
     def validation_nll(params):
-        x = splits.val
-        total = sum(float(-log_prob(params, x[i : i + cfg.trainer.eval_batch_size], train_ordering).sum())
-                    for i in range(0, len(x), cfg.trainer.eval_batch_size))
-        return total / len(x)
+        model = nnx.merge(graphdef, params)
+        return evaluate.nll(model, splits.val, train_ordering, cfg.trainer.eval_batch_size)
 
     params, opt_state = state["params"], state["opt_state"]
     base_key = jax.random.wrap_key_data(state["key"])

@@ -34,6 +34,30 @@ def assert_samples_match(samples, log_p_all, num_inputs):
     return chi2
 
 
+def assert_grads_match_finite_differences(model, loss_of_model, coords_per_param=3, eps=1e-6, seed=0):
+    """Compares jax.grad of ``loss_of_model(model)`` (a scalar, float64 model) with central
+    differences on random coordinates of every parameter; each gradient is also finite."""
+    graphdef, params = nnx.split(model, nnx.Param)
+    loss = jax.jit(lambda p: loss_of_model(nnx.merge(graphdef, p)))
+    grads = dict(jax.grad(loss)(params).flat_state())
+    rng = np.random.default_rng(seed)
+    for path, value in params.flat_state():
+        array = np.asarray(value[...])
+        grad = np.asarray(grads[path][...])
+        assert np.all(np.isfinite(grad)) and np.any(grad != 0), path
+        for _ in range(coords_per_param):
+            index = tuple(rng.integers(s) for s in array.shape)
+            shifted = []
+            for sign in (1, -1):
+                bumped = array.copy()
+                bumped[index] += sign * eps
+                value[...] = jax.numpy.asarray(bumped)
+                shifted.append(float(loss(params)))
+            value[...] = jax.numpy.asarray(array)
+            numeric = (shifted[0] - shifted[1]) / (2 * eps)
+            assert abs(grad[index] - numeric) < 1e-6 + 1e-5 * abs(numeric), (path, index)
+
+
 def scale_params(model, factor, seed=0):
     """Multiplies every parameter by ``factor`` and adds noise to the biases, so that the
     conditionals are far from uniform (a harder normalisation test)."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import all_binary_vectors, assert_samples_match, scale_params
+from conftest import all_binary_vectors, assert_grads_match_finite_differences, assert_samples_match, scale_params
 from nade_jax.models import BinaryNADE, MoGNADE
 from reference import nade_log_prob, params_of
 
@@ -77,40 +77,19 @@ def test_mog_nade_matches_naive_float64_reference():
         np.testing.assert_allclose(model.log_prob(x, ordering), expected, rtol=1e-5, atol=1e-5)
 
 
-def _finite_difference_check(model, x, ordering, num_coords=12, eps=1e-6):
-    """Compares jax.grad of the mean NLL with central differences on random coordinates."""
-    graphdef, params = nnx.split(model, nnx.Param)
-    loss = lambda p: nnx.merge(graphdef, p).loss(x, None, ordering)
-    grads = jax.grad(loss)(params)
-    rng = np.random.default_rng(0)
-    for path, value in params.flat_state():
-        array = np.asarray(value[...])
-        grad = np.asarray(dict(grads.flat_state())[path][...])
-        for _ in range(num_coords // 4):
-            index = tuple(rng.integers(s) for s in array.shape)
-            shifted = []
-            for sign in (1, -1):
-                bumped = array.copy()
-                bumped[index] += sign * eps
-                value[...] = jnp.asarray(bumped)
-                shifted.append(float(loss(params)))
-            value[...] = jnp.asarray(array)
-            numeric = (shifted[0] - shifted[1]) / (2 * eps)
-            assert abs(grad[index] - numeric) < 1e-6 + 1e-5 * abs(numeric), (path, index)
-
-
 def test_binary_nade_gradients_match_finite_differences():
     with jax.enable_x64(True):
         model = binary_model(7, H=4, block_size=3, param_dtype=jnp.float64)
         x = (np.random.default_rng(0).random((5, 7)) < 0.5).astype(np.float64)
-        _finite_difference_check(model, x, np.random.default_rng(1).permutation(7))
+        ordering = np.random.default_rng(1).permutation(7)
+        assert_grads_match_finite_differences(model, lambda m: m.loss(x, None, ordering))
 
 
 def test_mog_nade_gradients_match_finite_differences():
     with jax.enable_x64(True):
         model = mog_model(4, block_size=3, param_dtype=jnp.float64)
         x = np.random.default_rng(0).normal(size=(5, 4))
-        _finite_difference_check(model, x, np.array([2, 0, 3, 1]))
+        assert_grads_match_finite_differences(model, lambda m: m.loss(x, None, np.array([2, 0, 3, 1])))
 
 
 def test_binary_sampler_frequencies_match_exact_probabilities():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import all_binary_vectors, assert_samples_match, scale_params
+from conftest import all_binary_vectors, assert_grads_match_finite_differences, assert_samples_match, scale_params
 from nade_jax import orderings
 from nade_jax.models import OrderlessNADE
 from nade_jax.models.orderless import random_masks
@@ -237,26 +237,8 @@ def test_loss_gradient_is_finite_and_matches_finite_differences(output):
         else:
             model = mog_model(D, param_dtype=jnp.float64)
             x = np.random.default_rng(0).normal(size=(8, D))
-        graphdef, params = nnx.split(model, nnx.Param)
         key = jax.random.key(0)
-        value_and_grad = jax.jit(jax.value_and_grad(lambda p: nnx.merge(graphdef, p).loss(x, key)))
-        grads = dict(value_and_grad(params)[1].flat_state())
-        rng = np.random.default_rng(1)
-        eps = 1e-6
-        for path, value in params.flat_state():
-            array = np.asarray(value[...])
-            grad = np.asarray(grads[path][...])
-            assert np.all(np.isfinite(grad)) and np.any(grad != 0), path
-            index = tuple(rng.integers(s) for s in array.shape)
-            shifted = []
-            for sign in (1, -1):
-                bumped = array.copy()
-                bumped[index] += sign * eps
-                value[...] = jnp.asarray(bumped)
-                shifted.append(float(value_and_grad(params)[0]))
-            value[...] = jnp.asarray(array)
-            numeric = (shifted[0] - shifted[1]) / (2 * eps)
-            assert abs(grad[index] - numeric) < 1e-6 + 1e-5 * abs(numeric), (path, index)
+        assert_grads_match_finite_differences(model, lambda m: m.loss(x, key), coords_per_param=1, seed=1)
 
 
 # -- ensembles -----------------------------------------------------------------------------
