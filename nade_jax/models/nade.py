@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from nade_jax.models.base import DensityModel
 from nade_jax.models.heads import BernoulliHead
 from nade_jax.models.reversible_scan import block_validity, reversible_scan, reversible_weighted_sum, to_blocks
 from nade_jax.validation import (
@@ -92,7 +93,7 @@ def _permute_rows_bwd(ordering, cotangent):
 _permute_rows.defvjp(_permute_rows_fwd, _permute_rows_bwd)
 
 
-class SharedWeightNADE(nnx.Module):
+class SharedWeightNADE(DensityModel):
     """The shared recurrence and exact O(B·D·H) likelihood; subclasses pick the head.
 
     Parameters (indexed by original variable i): W (D, H), c (H,), V (D, H, P), b (D, P),
@@ -120,6 +121,7 @@ class SharedWeightNADE(nnx.Module):
         self.block_size = min(check_positive_int(block_size, "block_size"), self.num_inputs)
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
         self.head = head
+        self.data_kind = "binary" if head.binary else "real"
         D, H, P = self.num_inputs, self.num_hidden, head.num_outputs
         self.W = nnx.Param(jax.random.normal(rngs.params(), (D, H), param_dtype) / math.sqrt(D))
         self.c = nnx.Param(jnp.zeros((H,), param_dtype))

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nade_jax.models.base import DensityModel
 from nade_jax.models.heads import BernoulliHead, MoGHead
 from nade_jax.models.nade import ACTIVATIONS
 from nade_jax.models.reversible_scan import block_validity, to_blocks
@@ -58,7 +59,7 @@ def random_masks(key: jax.Array, batch_size: int, num_inputs: int, dtype=jnp.flo
     return (ranks < k).astype(dtype)
 
 
-class OrderlessNADE(nnx.Module):
+class OrderlessNADE(DensityModel):
     """DeepNADE with a Bernoulli or mixture-of-Gaussians head.
 
     Args:
@@ -105,6 +106,7 @@ class OrderlessNADE(nnx.Module):
             self.head = MoGHead(int(num_components), float(min_scale))
         else:
             self.head = BernoulliHead()
+        self.data_kind = "binary" if self.head.binary else "real"
 
         D, P = self.num_inputs, self.head.num_outputs
         H1, HL = self.hidden[0], self.hidden[-1]
