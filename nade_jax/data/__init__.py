@@ -1,6 +1,7 @@
 """Datasets as validated numpy splits: ``load(name, **options) -> Splits``.
 
-``DATASETS``: ``digits`` (offline default) and ``digits_real`` from sklearn, and
+``DATASETS``: ``digits`` (offline default), ``digits_real`` and ``digits_levels`` (17 grey
+levels, categorical) from sklearn, and
 ``binarized_mnist`` and ``mnist`` read from prepared TFDS files without TensorFlow.
 """
 
