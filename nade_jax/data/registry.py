@@ -6,6 +6,7 @@ import inspect
 
 from nade_jax.data.digits import digits, digits_real
 from nade_jax.data.mnist import binarized_mnist, mnist
+from nade_jax.data.mnist5k import mnist5k, mnist5k_real
 from nade_jax.data.splits import Splits
 
 _LOADERS = {
@@ -13,6 +14,8 @@ _LOADERS = {
     "digits_real": digits_real,
     "binarized_mnist": binarized_mnist,
     "mnist": mnist,
+    "mnist5k": mnist5k,
+    "mnist5k_real": mnist5k_real,
 }
 DATASETS = tuple(_LOADERS)
 
