@@ -114,6 +114,7 @@ class SharedWeightNADE(DensityModel):
         rescale_activation: bool = False,
         block_size: int = 1,
         param_dtype=jnp.float32,
+        init_scale: float | None = None,
         rngs: nnx.Rngs,
     ):
         self.num_inputs = check_positive_int(num_inputs, "num_inputs")
@@ -123,9 +124,11 @@ class SharedWeightNADE(DensityModel):
         self.head = head
         self.data_kind = "binary" if head.binary else "real"
         D, H, P = self.num_inputs, self.num_hidden, head.num_outputs
-        self.W = nnx.Param(jax.random.normal(rngs.params(), (D, H), param_dtype) / math.sqrt(D))
+        # init_scale: the weights' std; None is 1/sqrt(fan-in), 0.01 the reference code's N(0, 0.01²).
+        w_std, v_std = (1 / math.sqrt(D), 1 / math.sqrt(H)) if init_scale is None else (init_scale, init_scale)
+        self.W = nnx.Param(jax.random.normal(rngs.params(), (D, H), param_dtype) * w_std)
         self.c = nnx.Param(jnp.zeros((H,), param_dtype))
-        self.V = nnx.Param(jax.random.normal(rngs.params(), (D, H, P), param_dtype) / math.sqrt(H))
+        self.V = nnx.Param(jax.random.normal(rngs.params(), (D, H, P), param_dtype) * v_std)
         self.b = nnx.Param(jnp.zeros((D, P), param_dtype))
         self.rho = nnx.Param(jnp.ones((D,), param_dtype)) if rescale_activation else None
 
@@ -239,6 +242,7 @@ class BinaryNADE(SharedWeightNADE):
         activation: str = "sigmoid",
         block_size: int = 1,
         param_dtype=jnp.float32,
+        init_scale: float | None = None,
         rngs: nnx.Rngs,
     ):
         super().__init__(
@@ -248,5 +252,6 @@ class BinaryNADE(SharedWeightNADE):
             activation=activation,
             block_size=block_size,
             param_dtype=param_dtype,
+            init_scale=init_scale,
             rngs=rngs,
         )
