@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import hydra.utils
+import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("constant", "linear_decay")
@@ -21,16 +22,42 @@ def make_schedule(kind: str, learning_rate: float, total_steps: int) -> optax.Sc
     return optax.linear_schedule(learning_rate, 0.0, transition_steps=max(total_steps, 1))
 
 
+def momentum_warmup(momentum: float, warmup_steps: int) -> optax.Schedule:
+    """Momentum 0 for the first ``warmup_steps`` updates, then ``momentum``.
+
+    The reference DeepNADE code (Uria's ``orderless_nade.py``) trains with momentum 0 for
+    its first 2 epochs (``ConfigurationSchedule("momentum", [(2, 0), (inf, 0.9)])``), i.e.
+    2 x epoch_size updates, then 0.9.
+    """
+    return lambda count: jnp.where(count < warmup_steps, 0.0, momentum)
+
+
 def make_optimizer(config: Mapping, total_steps: int) -> optax.GradientTransformation:
     """Instantiates ``config`` (``_target_`` an optax optimizer factory, ``_partial_: true``).
 
-    The keys ``learning_rate``, ``schedule`` and ``clip_norm`` are consumed here; every other
-    key goes to the optax factory, so a new optimizer is one yaml file.
+    The keys ``learning_rate``, ``schedule``, ``clip_norm`` and ``momentum_warmup_steps``
+    are consumed here; every other key goes to the optax factory, so a new optimizer is one
+    yaml file. ``momentum_warmup_steps: N`` (> 0) holds the factory's ``momentum`` at 0 for
+    the first N updates (``momentum_warmup``).
     """
     config = dict(config)
     schedule = make_schedule(config.pop("schedule", "constant"), config.pop("learning_rate"), total_steps)
     clip_norm = config.pop("clip_norm", None)
-    transform = hydra.utils.instantiate(config)(learning_rate=schedule)
+    warmup_steps = config.pop("momentum_warmup_steps", 0) or 0
+    factory = hydra.utils.instantiate(config)
+    if warmup_steps:
+        momentum = factory.keywords.get("momentum")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"optimizer.momentum_warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+        if not (isinstance(momentum, (int, float)) and 0 < momentum < 1):
+            raise ValueError(
+                f"optimizer.momentum_warmup_steps needs an optimizer with optimizer.momentum in (0, 1), got {momentum!r}"
+            )
+        keywords = {**factory.keywords, "momentum": momentum_warmup(momentum, warmup_steps)}
+        static = tuple(k for k, v in keywords.items() if isinstance(v, bool) or v is None)
+        transform = optax.inject_hyperparams(factory.func, static_args=static)(learning_rate=schedule, **keywords)
+    else:
+        transform = factory(learning_rate=schedule)
     if clip_norm is not None:
         if not clip_norm > 0:
             raise ValueError(f"optimizer.clip_norm must be > 0 or null, got {clip_norm!r}")

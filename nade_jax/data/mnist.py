@@ -1,8 +1,9 @@
 """MNIST (28x28 = 784 pixels) through TFDS, read without TensorFlow (see ``tfds_source``).
 
 - ``binarized_mnist``: the fixed stochastic binarisation of Salakhutdinov & Murray (2008)
-  used by Larochelle & Murray (2011), with TFDS's train/validation/test splits of
-  50000/10000/10000 images.
+  used by Larochelle & Murray (2011), with the standard train/validation/test splits of
+  50000/10000/10000 images, read through TFDS or, with ``path=DIR``, from Larochelle's
+  ``binarized_mnist_{train,valid,test}.amat`` files (or ``.npz``) in DIR.
 - ``mnist``: grey levels / 255, with ``num_val`` (10000) images of TFDS's 60000 train images
   carved out as validation by ``np.random.default_rng(seed).permutation`` (so 50000/10000/
   10000 by default). ``binarization`` chooses how pixels become 0/1:
@@ -18,9 +19,11 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from nade_jax.data import preprocess, tfds_source
+from nade_jax.data import local_files, preprocess, tfds_source
 from nade_jax.data.options import check_bool, check_data_dir, check_seed
 from nade_jax.data.splits import Splits
 from nade_jax.validation import check_choice, check_positive_int
@@ -29,10 +32,19 @@ IMAGE_SHAPE = (28, 28)
 BINARIZATIONS = ("dynamic", "static", "threshold")
 
 
-def binarized_mnist(data_dir=None, download: bool = False) -> Splits:
-    """Binarised MNIST with TFDS's own train/validation/test splits; D = 784."""
+def binarized_mnist(data_dir=None, download: bool = False, path=None) -> Splits:
+    """Binarised MNIST with the standard 50000/10000/10000 train/validation/test splits; D = 784.
+
+    With ``path`` (a directory), read from Larochelle's ``.amat`` files or their ``.npz``
+    versions there (``local_files``); otherwise through TFDS from ``data_dir``.
+    """
     data_dir = check_data_dir(data_dir)
     download = check_bool(download, "download")
+    if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"data.path must be a directory or null, got {path!r}")
+        train, val, test = local_files.read_binarized_mnist(path)
+        return Splits("binarized_mnist", train, val, test, binary=True, image_shape=IMAGE_SHAPE)
     sources = tfds_source.open_sources(
         "binarized_mnist", ("train", "validation", "test"), data_dir, download
     )

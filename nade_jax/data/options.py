@@ -10,10 +10,10 @@ import os
 from nade_jax.validation import check_positive_int
 
 
-def check_seed(seed) -> int:
-    """Returns ``seed`` as int, or raises if it is not an integer >= 0."""
+def check_seed(seed, name: str = "seed") -> int:
+    """Returns ``seed`` as int, or raises if it is not an integer >= 0 (naming ``data.<name>``)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"data.seed must be an integer >= 0, got {seed!r}")
+        raise ValueError(f"data.{name} must be an integer >= 0, got {seed!r}")
     return seed
 
 

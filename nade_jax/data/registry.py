@@ -7,6 +7,7 @@ import inspect
 from nade_jax.data.digits import digits, digits_real
 from nade_jax.data.digits_levels import digits_levels
 from nade_jax.data.mnist import binarized_mnist, mnist
+from nade_jax.data.mnist5k import mnist5k, mnist5k_real
 from nade_jax.data.splits import Splits
 
 _LOADERS = {
@@ -15,6 +16,8 @@ _LOADERS = {
     "binarized_mnist": binarized_mnist,
     "mnist": mnist,
     "digits_levels": digits_levels,
+    "mnist5k": mnist5k,
+    "mnist5k_real": mnist5k_real,
 }
 DATASETS = tuple(_LOADERS)
 

@@ -181,6 +181,7 @@ class SharedWeightNADE(DensityModel):
         rescale_activation: bool = False,
         block_size: int = 1,
         param_dtype=jnp.float32,
+        init_scale: float | None = None,
         rngs: nnx.Rngs,
     ):
         self.num_inputs = check_positive_int(num_inputs, "num_inputs")
@@ -192,9 +193,14 @@ class SharedWeightNADE(DensityModel):
         self.num_categories = head.num_categories
         self.step = self.step_class(head, self.activation)
         D, H, P = self.num_inputs, self.num_hidden, head.num_outputs
-        self.W = nnx.Param(jax.random.normal(rngs.params(), self._input_shape(), param_dtype) / math.sqrt(D))
+        # init_scale: the weights' std; None is 1/sqrt(fan-in), 0.01 the reference code's N(0, 0.01²).
+        def normal(shape, fan_in):
+            draw = jax.random.normal(rngs.params(), shape, param_dtype)
+            return draw / math.sqrt(fan_in) if init_scale is None else draw * init_scale
+
+        self.W = nnx.Param(normal(self._input_shape(), D))
         self.c = nnx.Param(jnp.zeros((H,), param_dtype))
-        self.V = nnx.Param(jax.random.normal(rngs.params(), (D, H, P), param_dtype) / math.sqrt(H))
+        self.V = nnx.Param(normal((D, H, P), H))
         self.b = nnx.Param(jnp.zeros((D, P), param_dtype))
         self.rho = nnx.Param(jnp.ones((D,), param_dtype)) if rescale_activation else None
 
@@ -329,6 +335,7 @@ class BinaryNADE(SharedWeightNADE):
         activation: str = "sigmoid",
         block_size: int = 1,
         param_dtype=jnp.float32,
+        init_scale: float | None = None,
         rngs: nnx.Rngs,
     ):
         super().__init__(
@@ -338,5 +345,6 @@ class BinaryNADE(SharedWeightNADE):
             activation=activation,
             block_size=block_size,
             param_dtype=param_dtype,
+            init_scale=init_scale,
             rngs=rngs,
         )

@@ -90,6 +90,7 @@ class OrderlessNADE(DensityModel):
         min_scale: float = 1e-3,
         block_size: int = 16,
         param_dtype=jnp.float32,
+        init_scale: float | None = None,
         rngs: nnx.Rngs,
     ):
         self.num_inputs = check_positive_int(num_inputs, "num_inputs")
@@ -110,13 +111,18 @@ class OrderlessNADE(DensityModel):
 
         D, P = self.num_inputs, self.head.num_outputs
         H1, HL = self.hidden[0], self.hidden[-1]
-        normal = lambda shape, fan_in: jax.random.normal(rngs.params(), shape, param_dtype) / math.sqrt(fan_in)
+        # init_scale: every weight's std; None is 1/sqrt(fan-in), 0.01 the reference code's N(0, 0.01²).
+        def normal(shape, fan_in):
+            draw = jax.random.normal(rngs.params(), shape, param_dtype)
+            return draw / math.sqrt(fan_in) if init_scale is None else draw * init_scale
+
+        kernel_init = {} if init_scale is None else {"kernel_init": nnx.initializers.normal(init_scale)}
         self.W_x = nnx.Param(normal((D, H1), 2 * D))
         self.W_m = nnx.Param(normal((D, H1), 2 * D))
         self.c = nnx.Param(jnp.zeros((H1,), param_dtype))
         self.layers = nnx.List(
             [
-                nnx.Linear(n_in, n_out, param_dtype=param_dtype, rngs=rngs)
+                nnx.Linear(n_in, n_out, param_dtype=param_dtype, rngs=rngs, **kernel_init)
                 for n_in, n_out in zip(self.hidden, self.hidden[1:])
             ]
         )

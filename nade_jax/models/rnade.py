@@ -27,6 +27,7 @@ class MoGNADE(SharedWeightNADE):
         min_scale: float = 1e-3,
         block_size: int = 1,
         param_dtype=jnp.float32,
+        init_scale: float | None = None,
         rngs: nnx.Rngs,
     ):
         check_positive_int(num_components, "num_components")
@@ -40,5 +41,6 @@ class MoGNADE(SharedWeightNADE):
             rescale_activation=True,
             block_size=block_size,
             param_dtype=param_dtype,
+            init_scale=init_scale,
             rngs=rngs,
         )
