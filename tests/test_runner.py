@@ -383,8 +383,8 @@ def test_huge_learning_rate_exits_nonzero_with_one_line(tmp_path):
 def test_resume_after_ten_random_sigkills_is_bit_identical(tmp_path):
     """Kills at random moments, half of them the instant a checkpoint save is in progress;
     every attempt resumes, and the run ends with exactly the uninterrupted run's state."""
-    args = ["model.num_hidden=8", "trainer.max_steps=1500", "trainer.checkpoint_every=25", "trainer.eval_every=100",
-            "trainer.log_every=25", "trainer.patience=null", "trainer.num_samples=0", "trainer.progress=false",
+    args = ["model.num_hidden=8", "trainer.max_steps=600", "trainer.checkpoint_every=10", "trainer.eval_every=50",
+            "trainer.log_every=10", "trainer.patience=null", "trainer.num_samples=0", "trainer.progress=false",
             "logger=none"]
     killed, full = tmp_path / "killed", tmp_path / "full"
     rng = random.Random(8)
@@ -407,7 +407,7 @@ def test_resume_after_ten_random_sigkills_is_bit_identical(tmp_path):
                     not any(".orbax-checkpoint-tmp" in p.name for p in (killed / "checkpoints").iterdir()):
                 time.sleep(0.0005)
         else:
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(rng.uniform(0.0, 0.6))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
