@@ -166,6 +166,7 @@ REPORTING_KEYS = (
     "trainer.checkpoint_every",
     "trainer.keep_checkpoints",
     "trainer.devices",
+    "distributed",  # 1 device, N devices and N processes train the same model
 )
 
 
@@ -212,7 +213,12 @@ STATUS_FILE = "status.json"
 
 
 def write_status(run_dir: Path, status: str, reason: str | None = None, **extra) -> None:
-    """Writes ``run_dir/status.json`` atomically (a kill leaves the old or the new file)."""
+    """Writes ``run_dir/status.json`` atomically (a kill leaves the old or the new file);
+    in a multi-process run, process 0 only."""
+    from nade_jax import distributed
+
+    if not distributed.is_main():
+        return
     record = {"status": status, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
     path = Path(run_dir) / STATUS_FILE
     tmp = path.with_suffix(".json.tmp")
@@ -230,7 +236,9 @@ def read_status(run_dir: Path) -> dict | None:
 def record_job(hydra_cfg, run_dir: Path, status: str, reason: str | None) -> None:
     """In a multirun, records one job's outcome for the end-of-sweep summary
     (``<sweep dir>/.jobs/<job number>.json``; works the same in launcher worker processes)."""
-    if hydra_cfg.mode != hydra.types.RunMode.MULTIRUN:
+    from nade_jax import distributed
+
+    if hydra_cfg.mode != hydra.types.RunMode.MULTIRUN or not distributed.is_main():
         return
     jobs = Path(hydra_cfg.sweep.dir) / ".jobs"
     jobs.mkdir(parents=True, exist_ok=True)
@@ -249,6 +257,8 @@ DATA_FOR = {"binary": "data=digits or data=binarized_mnist", "real": "data=digit
 
 
 def _data_kind(splits) -> str:
+    if getattr(splits, "num_categories", None) is not None:  # Splits of categorical data (digits_levels)
+        return "categorical"
     return getattr(splits, "data_kind", None) or ("binary" if splits.binary else "real")
 
 
@@ -348,8 +358,9 @@ def as_arrays(stopping: EarlyStopping) -> EarlyStopping:
 
 
 def abstract(state: TrainState):
-    """The shape/dtype skeleton orbax restores into."""
-    return jax.eval_shape(lambda s: s, state)
+    """The shape/dtype/sharding skeleton orbax restores into. The shardings are this run's,
+    so a checkpoint written by N processes restores in one process and vice versa."""
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding), state)
 
 
 # ---------------------------------------------------------------------------------------

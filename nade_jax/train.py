@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from nade_jax import CONFIG_DIR, evaluate, runs, steps
+from nade_jax import CONFIG_DIR, distributed, evaluate, runs, steps
 from nade_jax.checkpoint import Checkpointer
 from nade_jax.data.preprocess import bernoulli_sample, dynamic_binarize
 from nade_jax.loggers import RunLogger, start_wandb
@@ -84,6 +84,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     """
     run_dir = Path(run_dir)
     runs.check_config(cfg)
+    try:  # [distributed] before anything touches JAX; off by default
+        distributed.initialize(cfg.get("distributed"))
+        distributed.check_same(str(run_dir.absolute()), "the run dir")
+    except distributed.DistributedConfigError as error:
+        raise ConfigError(str(error)) from None
     runs.check_rerun(cfg, run_dir)
     status = runs.read_status(run_dir)
     if status and (status.get("status") == "diverged" or
@@ -98,9 +103,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     train_ordering = runs.make_ordering(cfg, splits)
     tx = make_optimizer(cfg.optimizer, plan.total_steps)
     graphdef, params = nnx.split(model)
-    mesh = None if cfg.trainer.devices == 1 else steps.make_mesh(cfg.trainer.devices)
+    multiprocess = distributed.process_count() > 1
+    mesh = None if cfg.trainer.devices == 1 and not multiprocess else steps.make_mesh(cfg.trainer.devices)
     if mesh is not None and plan.batch_size % mesh.size:
         raise ConfigError(f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}")
+    # [distributed] this process's rows of every global batch (all of them in one process)
+    rows = np.arange(plan.batch_size) if mesh is None else distributed.process_rows(steps.batch_sharding(mesh),
+                                                                                      plan.batch_size)
     train_step = steps.make_train_step(graphdef, tx, mesh)
     baseline_val = runs.validation_baseline_nll(splits)
 
@@ -110,16 +119,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         with Checkpointer(run_dir / "checkpoints", cfg.trainer.keep_checkpoints) as checkpointer:
             state = TrainState.create(params, tx, cfg.seed, cfg.trainer.patience)
+            if multiprocess:  # [distributed] orbax saves and restores global arrays only
+                state = distributed.to_global(state, steps.replicated(mesh))
             resumed_from, restored = checkpointer.restore_newest(runs.abstract(state))
             if restored is not None:
                 state = restored
                 log.info("resuming from step %d in %s", resumed_from, run_dir)
             with open_logger(cfg, run_dir, resume_step=int(state.step)) as logger:
-                validation_nll = lambda params: evaluate.nll(nnx.merge(graphdef, params), splits.val,
-                                                              train_ordering, cfg.trainer.eval_batch_size)
+                validation_nll = lambda params: evaluate.nll(nnx.merge(graphdef, distributed.local_copy(params)),
+                                                              splits.val, train_ordering, cfg.trainer.eval_batch_size)
                 state = training_loop(cfg, plan, splits, state, train_step, validation_nll, baseline_val,
-                                      train_ordering, checkpointer, logger)
-                best_model = nnx.merge(graphdef, state.best_params)
+                                      train_ordering, checkpointer, logger, rows)
+                best_model = nnx.merge(graphdef, distributed.local_copy(state.best_params))
                 metrics = report_final(cfg, best_model, splits, train_ordering, run_dir, logger, int(state.step))
                 metrics.update({"val/best_nll": state.best_val_nll, "train/steps": int(state.step),
                                 "train/stopped_early": bool(state.early_stopping.should_stop)})
@@ -135,14 +146,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def training_loop(cfg, plan, splits, state: TrainState, train_step, validation_nll, baseline_val, train_ordering,
-                  checkpointer, logger) -> TrainState:
+                  checkpointer, logger, rows=None) -> TrainState:
     """Steps from ``state.step`` to the end, early stopping or divergence; checkpoints as it goes.
+
+    ``rows``: the indices of this process's rows in each global batch (None: all of them).
 
     Raises ``Diverged`` on a NaN/inf loss (within one step) or when the divergence rule
     fires; the newest checkpoint with finite parameters (and its best parameters) is kept.
     """
     trainer = cfg.trainer
-    base_key = jax.random.wrap_key_data(state.key)
+    base_key = jax.random.wrap_key_data(distributed.local_copy(state.key))  # host-local: per-step keys stay local
+    rows = np.arange(plan.batch_size) if rows is None else rows
     start = int(state.step)
     if state.early_stopping.should_stop:
         return state
@@ -152,9 +166,9 @@ def training_loop(cfg, plan, splits, state: TrainState, train_step, validation_n
     with progress:
         for step in range(start, plan.total_steps):
             key = jax.random.fold_in(base_key, step)
-            batch = splits.train[batch_indices(step, plan, len(splits.train), cfg.seed)]
-            if splits.dynamic_binarization:
-                batch = _dynamic_binarize(jax.random.fold_in(key, 1), batch)
+            batch = splits.train[batch_indices(step, plan, len(splits.train), cfg.seed)[rows]]
+            if splits.dynamic_binarization:  # per example: from (key, global row), like the step's masks
+                batch = _dynamic_binarize(jax.random.fold_in(key, 1), batch, rows)
             params, opt_state, loss = train_step(params, opt_state, batch, key, train_ordering)
             done = step + 1
             loss_value = float(loss)  # one sync per step: a NaN stops the run within one step
@@ -202,7 +216,7 @@ def report_final(cfg, model, splits, train_ordering, run_dir: Path, logger: RunL
     if result.per_ordering:
         logger.log_ordering_table(result.per_ordering, result.ensemble_curve, step)
         logger.log({k: result.metrics[k] for k in ("test/ensemble_nll", "test/mean_ordering_nll")}, step)
-    if cfg.trainer.num_samples and splits.image_shape is not None:
+    if cfg.trainer.num_samples and splits.image_shape is not None and distributed.is_main():
         from nade_jax.plots import save_sample_grid
 
         samples = model.sample(jax.random.key(cfg.seed + 1), cfg.trainer.num_samples, train_ordering)
@@ -231,6 +245,8 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     Hydra's own ``.hydra/`` writing is off (``hydra.output_subdir: null``) because it runs
     before the app could check a rerun; this writes the same files after the check.
     """
+    if not distributed.is_main():  # [distributed] process 0 writes the run files
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").exists():
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -265,6 +281,8 @@ def _sweep_name() -> str | None:
 
 def open_logger(cfg: DictConfig, run_dir: Path, resume_step: int) -> RunLogger:
     """metrics.jsonl, plus W&B when ``logger.kind=wandb`` (same run id on every attempt)."""
+    if not distributed.is_main():  # [distributed] process 0 logs for all
+        return distributed.SilentLogger()
     wandb_run = None
     if cfg.logger.kind == "wandb":
         choices = _choices()
