@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 # The arguments of the live jax.distributed.initialize call (None: one process), so that the
 # jobs of a multirun in one interpreter initialise once and a mismatch is refused.
 _active: dict | None = None
-_process_index = 0
 
 
 class DistributedConfigError(ValueError):
@@ -97,7 +96,7 @@ def initialize(dist: DictConfig | None) -> None:
     as given (and override detection). A second call with the same arguments (the next job
     of a multirun in this interpreter) does nothing; different arguments are refused.
     """
-    global _active, _process_index
+    global _active
     check(dist)
     if not enabled(dist):
         _require(_active is None, "distributed: this interpreter already runs distributed; it cannot switch back "
@@ -126,7 +125,6 @@ def initialize(dist: DictConfig | None) -> None:
             f"and that all {arguments['num_processes'] or ''} processes start within distributed."
             f"initialization_timeout={arguments['initialization_timeout']} s") from None
     _active = arguments
-    _process_index = jax.process_index()
     log.info("distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
              jax.process_count(), jax.local_device_count(), jax.device_count())
 
@@ -134,17 +132,18 @@ def initialize(dist: DictConfig | None) -> None:
 def is_main() -> bool:
     """True on process 0 (and in a single-process run): the one process that writes run files.
 
-    Needs no JAX backend, so it is safe before and after initialisation."""
-    return _process_index == 0
+    Starts no JAX backend, so it is safe before initialisation."""
+    import jax
+
+    return not jax.distributed.is_initialized() or jax.process_index() == 0
 
 
 def process_count() -> int:
-    """The number of processes (1 when distributed is off)."""
-    if _active is None:
-        return 1
+    """The number of processes (1 when JAX's distributed runtime is not running, by us or
+    by the caller's own ``jax.distributed.initialize``); never starts a backend before that."""
     import jax
 
-    return jax.process_count()
+    return jax.process_count() if jax.distributed.is_initialized() else 1
 
 
 # ---------------------------------------------------------------------------------------
