@@ -295,7 +295,7 @@ def main(cfg: DictConfig) -> float:
     try:
         metrics = train(cfg, run_dir)
     except RunError as error:
-        failure = (error.status, str(error))
+        failure = (error.status, " ".join(str(error).split()))  # one line, whatever the message
     except Exception as error:
         if not multirun:
             raise  # a bug: show the traceback
