@@ -304,8 +304,16 @@ def test_run_dir_config_with_foreign_target_is_refused(uninterrupted, tmp_path, 
     (["model.activation=swish"], "model: "),
     (["model._target_=nade_jax.models.NoSuchModel"], "model._target_: "),
     (["data.threshold=abc"], "data."),
+    (["optimizer.b1=abc"], "optimizer: "),
+    (["+optimizer.foo=1"], "optimizer: "),
+    (["ordering=column_major", "data=digits", "model.num_hidden=8"], None),
+    (["trainer.devices=64"], "trainer.devices must be in"),
 ])
 def test_bad_values_are_one_message_naming_the_key(tmp_path, overrides, message):
+    if message is None:  # a valid combination: the run must start (it is stopped at once here)
+        cfg = compose_config(TINY + overrides + ["trainer.max_steps=1"])
+        assert train(cfg, tmp_path)["train/steps"] == 1
+        return
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace("[", r"\[")):
         train(compose_config(TINY + overrides), tmp_path)
     assert not any(tmp_path.iterdir())  # refused before anything was written
