@@ -26,7 +26,6 @@ from nade_jax import CONFIG_DIR, evaluate, runs, steps
 from nade_jax.checkpoint import Checkpointer
 from nade_jax.data.preprocess import bernoulli_sample, dynamic_binarize
 from nade_jax.loggers import RunLogger, start_wandb
-from nade_jax.optim import make_optimizer
 from nade_jax.runs import ConfigError, Diverged, RunError, TrainState, TrainingPlan
 
 log = logging.getLogger(__name__)
@@ -90,17 +89,22 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                    status.get("status") == "finished" and (run_dir / "summary.json").exists()):
         return report_finished_run(run_dir, status)
 
-    splits = runs.load_data(cfg.data)
-    plan = runs.plan_training(cfg.trainer, len(splits.train))
-    model = runs.build_model(cfg, splits)
-    model.init_from_data(bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
-                         if splits.dynamic_binarization else splits.train)
-    train_ordering = runs.make_ordering(cfg, splits)
-    tx = make_optimizer(cfg.optimizer, plan.total_steps)
-    graphdef, params = nnx.split(model)
-    mesh = None if cfg.trainer.devices == 1 else steps.make_mesh(cfg.trainer.devices)
-    if mesh is not None and plan.batch_size % mesh.size:
-        raise ConfigError(f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}")
+    try:
+        splits = runs.load_data(cfg.data)
+        plan = runs.plan_training(cfg.trainer, len(splits.train))
+        model = runs.build_model(cfg, splits)
+        model.init_from_data(bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
+                             if splits.dynamic_binarization else splits.train)
+        train_ordering = runs.make_ordering(cfg, splits)
+        graphdef, params = nnx.split(model)
+        tx = runs.make_checked_optimizer(cfg.optimizer, plan.total_steps, params)
+        mesh = None if cfg.trainer.devices == 1 else steps.make_mesh(cfg.trainer.devices)
+        if mesh is not None and plan.batch_size % mesh.size:
+            raise ConfigError(f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}")
+    except ConfigError:
+        raise
+    except ValueError as error:  # the library's own argument checks name the argument
+        raise ConfigError(str(error)) from None
     train_step = steps.make_train_step(graphdef, tx, mesh)
     baseline_val = runs.validation_baseline_nll(splits)
 
@@ -295,7 +299,7 @@ def main(cfg: DictConfig) -> float:
     try:
         metrics = train(cfg, run_dir)
     except RunError as error:
-        failure = (error.status, str(error))
+        failure = (error.status, " ".join(str(error).split()))  # one line, whatever the message
     except Exception as error:
         if not multirun:
             raise  # a bug: show the traceback
