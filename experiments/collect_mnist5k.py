@@ -46,11 +46,11 @@ def main() -> None:
             continue
         run = root / name
         if not (run / "summary.json").exists():
-            print(f"| {label} | (not run) | | | | | `nade-train +experiment={name} logger=none` |")
+            print(f"| {label} | (not run) | | | | | `nade-train experiment={name} logger=none` |")
             continue
         summary = json.loads((run / "summary.json").read_text())
         wall = f"{times[name] / 60:.1f} min" if name in times else "?"
-        command = f"`nade-train +experiment={name} logger=none`"
+        command = f"`nade-train experiment={name} logger=none`"
         ensembles = ""
         value = f"{summary['test/nll']:.2f}"
         if (run / "orderless_eval.json").exists():
@@ -70,7 +70,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         print(f"| diagonal Gaussian | {summary['test/baseline_nll']:.1f} | | | | (printed by the run below) |")
         print(f"| MoG-NADE, H = 100, 10 components | {summary['test/nll']:.1f} | {summary['val/best_nll']:.1f} | "
-              f"{summary['train/steps']} | {wall} | `nade-train +experiment=mnist5k_mog_nade logger=none` |")
+              f"{summary['train/steps']} | {wall} | `nade-train experiment=mnist5k_mog_nade logger=none` |")
 
 
 if __name__ == "__main__":

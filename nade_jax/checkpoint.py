@@ -1,28 +1,51 @@
 """Orbax checkpoints in the run dir: save every N steps and at the end; rerun = resume.
 
-Orbax writes each step to a temporary directory and renames it when complete, so a crash
-or SIGKILL mid-save leaves the previous checkpoint intact and restorable.
+Orbax writes each step to a temporary directory and renames it when complete, so a SIGKILL
+mid-save leaves the earlier steps intact. A step can still be damaged afterwards (a
+truncated or deleted file, an empty directory): orbax then raises on restore while
+``latest_step()`` still names that step, so ``restore_newest`` walks back to the newest
+readable step, with one warning line per unreadable one.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """No readable checkpoint where one is needed; the message names the directory."""
+
 
 class Checkpointer:
-    """A thin wrapper over ``ocp.CheckpointManager`` for one pytree of train state."""
+    """A thin wrapper over ``ocp.CheckpointManager`` for one pytree of train state.
 
-    def __init__(self, directory: Path, max_to_keep: int = 2):
-        self.manager = ocp.CheckpointManager(
-            Path(directory).absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-        )
+    ``read_only`` (nade-eval) never creates, deletes or moves anything in ``directory``.
+    Use as a context manager, so pending asynchronous saves finish on every exit path.
+    """
 
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+    def __init__(self, directory: Path, max_to_keep: int | None = 2, read_only: bool = False):
+        self.directory = Path(directory).absolute()
+        self.read_only = read_only
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only, read_only=read_only)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def steps(self) -> list[int]:
+        """Saved steps, newest first (including damaged ones)."""
+        return sorted(self.manager.all_steps(), reverse=True)
 
     def save(self, step: int, state) -> None:
         """Saves ``state`` (any pytree of arrays) at ``step``; asynchronous, atomic.
@@ -32,11 +55,38 @@ class Checkpointer:
         """
         self.manager.save(step, args=ocp.args.StandardSave(jax.tree.map(jnp.copy, state)))
 
-    def restore(self, like, step: int | None = None):
-        """Restores the latest (or ``step``) checkpoint into the structure of ``like``."""
-        step = self.latest_step() if step is None else step
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    def restore_newest(self, abstract_state):
+        """Returns ``(step, state)`` of the newest readable step, or ``(None, None)`` if none is saved.
+
+        ``abstract_state`` is the target structure (``jax.ShapeDtypeStruct`` leaves). An
+        unreadable step gives one warning naming the step and the reason; unless read-only,
+        it is moved aside to ``<step>.unreadable`` so that training can save that step again.
+        Raises ``CheckpointError`` naming the directory when steps exist but none is readable.
+        """
+        steps = self.steps()
+        for step in steps:
+            try:
+                state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+            except Exception as error:  # orbax/tensorstore raise many types for damaged files
+                reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                log.warning("checkpoint step %d in %s is unreadable (%s: %s); falling back to an earlier step",
+                            step, self.directory, type(error).__name__, reason)
+                self._set_aside(step)
+                continue
+            return step, state
+        if steps:
+            raise CheckpointError(f"no readable checkpoint in {self.directory} (steps {steps} are all damaged)")
+        return None, None
+
+    def _set_aside(self, step: int) -> None:
+        if self.read_only:
+            return
+        source = self.directory / str(step)
+        if source.exists():
+            target = self.directory / f"{step}.unreadable"
+            shutil.rmtree(target, ignore_errors=True)
+            source.rename(target)
+        self.manager.reload()
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -1,25 +1,19 @@
-"""Exact evaluation: test NLL under one ordering, per-ordering tables and ensemble curves.
-
-Also the ``nade-eval`` entry point, which re-evaluates a finished run from its checkpoint
-(e.g. with K = 128 orderings) as its own job or sweep:
-
-    nade-eval run_dir=outputs/2026-11-27/10-00-00 num_orderings=128
+"""Evaluation only: exact NLL under one ordering, per-ordering tables, ensemble curves, and
+``final_evaluation``, the one protocol both ``nade-train`` (at the end of a run) and
+``nade-eval`` (on a finished run) report. Imports no entry point.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
+import dataclasses
 
-import hydra
 import jax
 import numpy as np
 from flax import nnx
-from omegaconf import DictConfig
 
-from nade_jax import CONFIG_DIR, steps
+from nade_jax import steps
 from nade_jax import orderings as ordering_lib
+from nade_jax.data import independent_baseline_nll
 from nade_jax.orderings import log_prob_per_ordering
 
 
@@ -79,31 +73,47 @@ def ordering_report(model, x: np.ndarray, orderings, names: list[str], batch_siz
     return per_ordering, curve
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
-    from nade_jax.train import ConfigError, restore_run
+@dataclasses.dataclass
+class FinalEvaluation:
+    """The figures of one final evaluation on the test split.
 
-    try:
-        run_dir = Path(cfg.run_dir)
-        model, splits, run_cfg = restore_run(run_dir)
-        names, orderings = evaluation_orderings(model.num_inputs, cfg.num_orderings, cfg.seed)
-        per_ordering, curve = ordering_report(model, splits.test, orderings, names, cfg.batch_size, cfg.chunk_size)
-    except ConfigError as error:
-        print(f"nade-eval: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    result = {"run_dir": str(run_dir), "num_orderings": cfg.num_orderings, "per_ordering": per_ordering,
-              "ensemble": {str(k): v for k, v in curve.items()}}
-    out = run_dir / f"eval_K{cfg.num_orderings}.json"
-    out.write_text(json.dumps(result, indent=2))
-    best = min(per_ordering.values())
-    print(f"test NLL over {len(names)} orderings: best single {best:.3f}, mean {np.mean(list(per_ordering.values())):.3f}, "
-          f"ensemble of {len(names)}: {curve[len(names)]:.3f} nats  ->  {out}")
-    if cfg.num_samples and splits.image_shape is not None:
-        from nade_jax.plots import save_sample_grid
+    ``metrics``: ``test/nll`` (exact, under the training ordering), ``test/baseline_nll``
+    (independent per-dimension model) and, when orderings were evaluated,
+    ``test/ensemble_nll`` (the K-ordering ensemble) and ``test/mean_ordering_nll``.
+    ``per_ordering``: {ordering name: NLL}; ``ensemble_curve``: {k: NLL of the first k}.
+    """
 
-        samples = model.sample(jax.random.key(cfg.seed), cfg.num_samples, orderings[0])
-        save_sample_grid(np.asarray(samples), splits.image_shape, run_dir / f"samples_eval_K{cfg.num_orderings}.png")
+    metrics: dict[str, float]
+    per_ordering: dict[str, float]
+    ensemble_curve: dict[int, float]
+
+    def line(self) -> str:
+        """One human line with the headline figures."""
+        text = (f"test NLL {self.metrics['test/nll']:.3f} nats "
+                f"(independent baseline {self.metrics['test/baseline_nll']:.3f})")
+        if self.per_ordering:
+            k = len(self.per_ordering)
+            text += (f"; over {k} orderings: mean {self.metrics['test/mean_ordering_nll']:.3f}, "
+                     f"ensemble {self.metrics['test/ensemble_nll']:.3f}")
+        return text
 
 
-if __name__ == "__main__":
-    main()
+def final_evaluation(model, splits, train_ordering, *, num_orderings: int, orderings_seed: int,
+                     batch_size: int = 1000, chunk_size: int = 16) -> FinalEvaluation:
+    """The end-of-run evaluation protocol on ``splits.test``.
+
+    Exact test NLL under ``train_ordering`` and the independent baseline; with
+    ``num_orderings`` K > 0, also the NLL under each of the fixed evaluation orderings
+    (``evaluation_orderings``) and of their ensembles of 1, 2, 4, … K.
+    """
+    metrics = {
+        "test/nll": nll(model, splits.test, train_ordering, batch_size),
+        "test/baseline_nll": float(independent_baseline_nll(splits)),
+    }
+    per_ordering, curve = {}, {}
+    if num_orderings:
+        names, eval_orderings = evaluation_orderings(splits.num_inputs, num_orderings, orderings_seed)
+        per_ordering, curve = ordering_report(model, splits.test, eval_orderings, names, batch_size, chunk_size)
+        metrics["test/ensemble_nll"] = curve[max(curve)]
+        metrics["test/mean_ordering_nll"] = float(np.mean(list(per_ordering.values())))
+    return FinalEvaluation(metrics, per_ordering, curve)

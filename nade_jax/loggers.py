@@ -2,17 +2,55 @@
 
 W&B never blocks or crashes a run: with no API key it logs offline (one line says how to
 ``wandb sync``); if it cannot start at all it is switched off with one warning line.
+Status lines go through ``logging`` (Hydra's per-run log file and the console).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import netrc
 import os
-import sys
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Values logged once per run, by the final evaluation: a resumed attempt drops any that a
+# killed attempt left behind, so that they appear once.
+FINAL_PREFIXES = ("test/", "samples")
+
+
+class BelowWarning(logging.Filter):
+    """Passes records below WARNING (stdout gets info, stderr gets warnings and errors)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+def drop_rows_after(path: Path, step: int) -> int:
+    """Rewrites a metrics.jsonl keeping rows with ``step <= step`` that are not final-evaluation
+    rows; atomic. Returns the number of rows dropped (a killed attempt's rows past its last
+    checkpoint, which the resumed attempt logs again with the same values)."""
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            dropped += 1
+            continue
+        if record.get("step", 0) > step or any(k.startswith(FINAL_PREFIXES) for k in record if k != "step"):
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+    return dropped
 
 
 def _json_ready(value):
@@ -39,11 +77,22 @@ class RunLogger:
     items at the same step, so the two can be compared value for value.
     """
 
-    def __init__(self, run_dir: Path, wandb_run=None):
+    def __init__(self, run_dir: Path, wandb_run=None, resume_step: int = 0):
+        """``resume_step``: the step this attempt starts from; rows a killed attempt logged
+        after it (and any final-evaluation rows) are dropped first, so each step appears once."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        dropped = drop_rows_after(self.run_dir / "metrics.jsonl", resume_step)
+        if dropped:
+            log.info("dropped %d metrics.jsonl rows logged after step %d by an interrupted attempt", dropped, resume_step)
         self._file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
         self.wandb_run = wandb_run
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.close(failed=exc_type is not None)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Logs scalar (or list) metrics at ``step``."""
@@ -93,10 +142,11 @@ class RunLogger:
         if self.wandb_run is not None:
             self.wandb_run.summary.update(metrics)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self._file.close()
         if self.wandb_run is not None:
-            self.wandb_run.finish()
+            self.wandb_run.finish(exit_code=1 if failed else 0)
+            self.wandb_run = None
 
 
 def start_wandb(config: dict, run_dir: Path, *, project: str, entity: str | None, group: str | None,
@@ -108,7 +158,7 @@ def start_wandb(config: dict, run_dir: Path, *, project: str, entity: str | None
     try:
         import wandb
     except ImportError:
-        print("W&B: wandb is not installed; logging to metrics.jsonl only", file=sys.stderr)
+        log.warning("W&B: wandb is not installed; logging to metrics.jsonl only")
         return None
     mode = mode or os.environ.get("WANDB_MODE") or ("online" if _has_api_key() else "offline")
     settings = wandb.Settings(init_timeout=30, silent=True, console="off")
@@ -118,12 +168,15 @@ def start_wandb(config: dict, run_dir: Path, *, project: str, entity: str | None
         try:
             run = wandb.init(mode=attempt_mode, **kwargs)
         except Exception as error:  # wandb raises many types; any failure falls back
-            print(f"W&B: {attempt_mode} start failed ({type(error).__name__}: {error}); trying offline",
-                  file=sys.stderr)
+            log.warning("W&B: %s start failed (%s: %s); trying offline", attempt_mode, type(error).__name__,
+                        str(error).splitlines()[0] if str(error) else "")
             continue
         if attempt_mode == "offline":
-            offline_dir = Path(run.dir).parent
-            print(f"W&B: logging offline to {offline_dir}; upload later with `wandb sync {offline_dir}`")
+            # Each attempt of a resumed run has its own offline dir; syncing them oldest first
+            # rebuilds one continuous history under the same run id.
+            attempts = sorted(Path(run.dir).parent.parent.glob(f"offline-run-*-{run_id}"))
+            log.info("W&B: logging offline to %s; upload later with `wandb sync %s`", attempts[-1] if attempts else
+                     Path(run.dir).parent, " ".join(str(a) for a in attempts) or Path(run.dir).parent)
         return run
-    print("W&B: could not start; logging to metrics.jsonl only", file=sys.stderr)
+    log.warning("W&B: could not start; logging to metrics.jsonl only")
     return None

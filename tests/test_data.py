@@ -38,7 +38,7 @@ def sorted_rows(x):
 
 
 def test_datasets_names():
-    assert {"digits", "digits_real", "binarized_mnist", "mnist", "mnist5k", "mnist5k_real"} <= set(DATASETS)
+    assert {"digits", "digits_real", "digits_levels", "binarized_mnist", "mnist", "mnist5k", "mnist5k_real"} <= set(DATASETS)
 
 
 def test_digits_shapes_split_and_binary():

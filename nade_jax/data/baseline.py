@@ -20,12 +20,18 @@ def independent_baseline_nll(splits: Splits) -> float:
     dynamically binarised data the mean grey level is the marginal of the sampled pixels).
     Real data: a diagonal Gaussian with the train per-pixel mean and variance; the NLL is in
     the units of the arrays (standardised units for ``digits_real``).
+    Categorical data: per-pixel frequencies on train with one pseudo-count per value.
     """
     train = splits.train.astype(np.float64)
     test = splits.test.astype(np.float64)
     if splits.binary:
         p = np.clip(train.mean(0), EPS, 1 - EPS)
         log_prob = test @ np.log(p) + (1 - test) @ np.log1p(-p)
+    elif splits.num_categories is not None:
+        Q = splits.num_categories
+        counts = np.stack([np.bincount(column.astype(int), minlength=Q) for column in train.T])  # (D, Q)
+        log_p = np.log((counts + 1.0) / (len(train) + Q))
+        log_prob = log_p[np.arange(test.shape[1]), test.astype(int)].sum(1)
     else:
         mean = train.mean(0)
         var = np.maximum(train.var(0), MIN_VAR)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 from nade_jax.data.digits import digits, digits_real
+from nade_jax.data.digits_levels import digits_levels
 from nade_jax.data.mnist import binarized_mnist, mnist
 from nade_jax.data.mnist5k import mnist5k, mnist5k_real
 from nade_jax.data.splits import Splits
@@ -14,6 +15,7 @@ _LOADERS = {
     "digits_real": digits_real,
     "binarized_mnist": binarized_mnist,
     "mnist": mnist,
+    "digits_levels": digits_levels,
     "mnist5k": mnist5k,
     "mnist5k_real": mnist5k_real,
 }

@@ -16,13 +16,14 @@ class Splits:
     Attributes:
       name: the dataset name, one of ``nade_jax.data.DATASETS``.
       train, val, test: float32 arrays of shape (N_split, D).
-      binary: True for 0/1 data (Bernoulli models), False for real-valued data (MoG models).
+      binary: True for 0/1 data (Bernoulli models), False otherwise.
       image_shape: (height, width) with height * width == D, to draw samples as images.
       dynamic_binarization: True when ``train`` holds grey levels in [0, 1] that the runner
         turns into fresh 0/1 images every batch (``preprocess.dynamic_binarize``); val and
         test are then already binary. Only meaningful when ``binary``.
       mean, std: (D,) per-pixel statistics that standardised real data was divided by, or
         None. Samples map back to pixel space as ``x * std + mean``.
+      num_categories: Q for categorical data (integers 0 … Q-1 stored as floats), else None.
     """
 
     name: str
@@ -34,6 +35,7 @@ class Splits:
     dynamic_binarization: bool = False
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
+    num_categories: int | None = None
 
     def __post_init__(self):
         if self.dynamic_binarization and not self.binary:
@@ -47,6 +49,16 @@ class Splits:
             raise ValueError(f"{self.name} train must hold probabilities in [0, 1]")
         self.val = check_inputs(self.val, num_inputs, self.binary, f"{self.name} val")
         self.test = check_inputs(self.test, num_inputs, self.binary, f"{self.name} test")
+        if self.num_categories is not None:
+            for split in ("train", "val", "test"):
+                values = getattr(self, split)
+                if self.binary or not np.all((values == np.round(values)) & (values >= 0) & (values < self.num_categories)):
+                    raise ValueError(f"{self.name} {split} must hold integers 0 … {self.num_categories - 1} (categorical)")
+
+    @property
+    def kind(self) -> str:
+        """The data kind models declare (``DensityModel.data_kind``): binary, categorical or real."""
+        return "binary" if self.binary else "categorical" if self.num_categories is not None else "real"
 
     @property
     def num_inputs(self) -> int:

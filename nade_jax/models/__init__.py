@@ -1,22 +1,29 @@
-"""Model families. Each implements log_prob / sample / loss / init_from_data."""
+"""Model families. Each implements the ``DensityModel`` contract (``base.py``)."""
 
-from nade_jax.models.base import DensityModel, check_model
+from nade_jax.models.base import DensityModel, bits_per_dim, check_model
+from nade_jax.models.heads import BernoulliHead, CategoricalHead, MoGHead
+from nade_jax.models.nade import BinaryNADE, NADEStep, SharedWeightNADE
+from nade_jax.models.categorical import CategoricalNADE
 from nade_jax.models.fvsbn import FVSBN
+from nade_jax.models.made import MADE
 from nade_jax.models.markov import MarkovChain
-from nade_jax.models.heads import BernoulliHead, MoGHead
-from nade_jax.models.nade import BinaryNADE, SharedWeightNADE
 from nade_jax.models.orderless import OrderlessNADE
 from nade_jax.models.rnade import MoGNADE
 
 __all__ = [
     "BernoulliHead",
     "BinaryNADE",
+    "CategoricalHead",
+    "CategoricalNADE",
     "DensityModel",
     "FVSBN",
+    "MADE",
     "MarkovChain",
     "MoGHead",
     "MoGNADE",
+    "NADEStep",
     "OrderlessNADE",
     "SharedWeightNADE",
+    "bits_per_dim",
     "check_model",
 ]

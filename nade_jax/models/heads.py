@@ -1,7 +1,13 @@
 """Per-variable conditionals shared by every NADE family.
 
 A head turns a linear read-out of the hidden state, ``outputs`` of shape (..., P), into the
-log-probability of one variable and a sampler for it. Every model computes those read-outs
+log-probability of one variable and a sampler for it. Heads are frozen dataclasses: hashable
+static configuration, no parameters. ``data_kind`` names the data a head models
+(``base.DATA_KINDS``); ``binary`` is kept for code that predates it.
+
+Samplers split into ``noise(key, shape)`` and ``sample_from_noise(outputs, noise)``, so an
+autoregressive sampler can draw all D steps' noise before its loop (random-number
+generation then stays out of the scan body); ``sample(key, outputs)`` does both. Every model computes those read-outs
 as ``h · V[i] + b[i]`` with ``V`` of shape (D, H, P) and ``b`` of shape (D, P), indexed by
 the original variable ``i``, so one head serves fixed-order and orderless models alike.
 """
@@ -22,6 +28,8 @@ class BernoulliHead:
     """p(x_i = 1 | h) = σ(logit), one output per variable (P = 1)."""
 
     binary = True
+    data_kind = "binary"
+    num_categories = None
 
     @property
     def num_outputs(self) -> int:
@@ -32,10 +40,17 @@ class BernoulliHead:
         logits = outputs[..., 0]
         return jax.nn.log_sigmoid(jnp.where(x > 0.5, logits, -logits))
 
+    def noise(self, key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        """log u, u ~ U(0, 1), of shape ``shape``."""
+        return jnp.log(jax.random.uniform(key, shape, dtype))
+
+    def sample_from_noise(self, outputs: jax.Array, noise: jax.Array) -> jax.Array:
+        """outputs (..., 1), noise (...) -> 0./1. floats (...): 1 when log u < log p(x = 1)."""
+        return (noise < jax.nn.log_sigmoid(outputs[..., 0])).astype(outputs.dtype)
+
     def sample(self, key: jax.Array, outputs: jax.Array) -> jax.Array:
         """outputs (..., 1) -> 0./1. floats of shape (...)."""
-        logits = outputs[..., 0]
-        return jax.random.bernoulli(key, jax.nn.sigmoid(logits)).astype(outputs.dtype)
+        return self.sample_from_noise(outputs, self.noise(key, outputs.shape[:-1], outputs.dtype))
 
     def init_bias(self, x: np.ndarray) -> np.ndarray:
         """Output biases (D, 1): the logit of each variable's clipped data marginal."""
@@ -55,6 +70,8 @@ class MoGHead:
     min_scale: float = 1e-3
 
     binary = False
+    data_kind = "real"
+    num_categories = None
 
     @property
     def num_outputs(self) -> int:
@@ -71,14 +88,26 @@ class MoGHead:
         log_normal = -0.5 * z * z - jnp.log(scales) - _HALF_LOG_2PI
         return jax.nn.logsumexp(log_weights + log_normal, axis=-1)
 
-    def sample(self, key: jax.Array, outputs: jax.Array) -> jax.Array:
-        """outputs (..., 3C) -> real samples (...)."""
+    def noise(self, key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> dict:
+        """Gumbel noise (..., C) to pick a component and a standard normal (...)."""
+        key_component, key_normal = jax.random.split(key)
+        return {
+            "gumbel": jax.random.gumbel(key_component, (*shape, self.num_components), dtype),
+            "normal": jax.random.normal(key_normal, shape, dtype),
+        }
+
+    def sample_from_noise(self, outputs: jax.Array, noise: dict) -> jax.Array:
+        """outputs (..., 3C) -> real samples (...): a component by the Gumbel-max trick,
+        then its mean plus its scale times the normal."""
         log_weights, means, scales = self._split(outputs)
-        key_component, key_noise = jax.random.split(key)
-        component = jax.random.categorical(key_component, log_weights, axis=-1)[..., None]
+        component = jnp.argmax(log_weights + noise["gumbel"], axis=-1)[..., None]
         mean = jnp.take_along_axis(means, component, axis=-1)[..., 0]
         scale = jnp.take_along_axis(scales, component, axis=-1)[..., 0]
-        return mean + scale * jax.random.normal(key_noise, mean.shape, outputs.dtype)
+        return mean + scale * noise["normal"]
+
+    def sample(self, key: jax.Array, outputs: jax.Array) -> jax.Array:
+        """outputs (..., 3C) -> real samples (...)."""
+        return self.sample_from_noise(outputs, self.noise(key, outputs.shape[:-1], outputs.dtype))
 
     def init_bias(self, x: np.ndarray) -> np.ndarray:
         """Output biases (D, 3C): equal weights, means spread evenly over each variable's
@@ -92,3 +121,44 @@ class MoGHead:
         raw_scale = np.log(np.expm1(scale))  # softplus^-1
         raw_scales = np.repeat(raw_scale[:, None], self.num_components, axis=1)
         return np.concatenate([np.zeros_like(means), means, raw_scales], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoricalHead:
+    """p(x_i = q | h) = softmax(outputs)_q over Q = ``num_categories`` values (P = Q).
+
+    Values are integers 0 … Q-1 stored as floats (``data_kind = "categorical"``).
+    """
+
+    num_categories: int
+
+    binary = False
+    data_kind = "categorical"
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_categories
+
+    def log_prob(self, outputs: jax.Array, x: jax.Array) -> jax.Array:
+        """outputs (..., Q), x (...) integer-valued -> (...) through log_softmax."""
+        index = x.astype(jnp.int32)[..., None]
+        return jnp.take_along_axis(jax.nn.log_softmax(outputs, axis=-1), index, axis=-1)[..., 0]
+
+    def noise(self, key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        """Gumbel noise (..., Q)."""
+        return jax.random.gumbel(key, (*shape, self.num_categories), dtype)
+
+    def sample_from_noise(self, outputs: jax.Array, noise: jax.Array) -> jax.Array:
+        """outputs (..., Q) -> values (...) as floats, by the Gumbel-max trick."""
+        return jnp.argmax(outputs + noise, axis=-1).astype(outputs.dtype)
+
+    def sample(self, key: jax.Array, outputs: jax.Array) -> jax.Array:
+        """outputs (..., Q) -> values 0 … Q-1 as floats, shape (...)."""
+        return self.sample_from_noise(outputs, self.noise(key, outputs.shape[:-1], outputs.dtype))
+
+    def init_bias(self, x: np.ndarray) -> np.ndarray:
+        """Output biases (D, Q): log of each variable's data frequencies, smoothed by one
+        pseudo-count per value."""
+        x = np.asarray(x).astype(np.int64)
+        counts = np.stack([np.bincount(column, minlength=self.num_categories) for column in x.T])
+        return np.log((counts + 1.0) / (len(x) + self.num_categories))

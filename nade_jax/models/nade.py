@@ -11,14 +11,15 @@ when ``rescale_activation`` is set.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nade_jax.models.base import DensityModel
+from nade_jax.models.base import DensityModel, check_values
 from nade_jax.models.heads import BernoulliHead
 from nade_jax.models.reversible_scan import block_validity, reversible_scan, reversible_weighted_sum, to_blocks
 from nade_jax.validation import (
@@ -42,7 +43,7 @@ def _readout(activation, pre, V):
 
     For sigmoid units it uses σ(z) = (1 + tanh(z/2)) / 2: XLA's tanh is cheaper than its
     logistic (no exp, one division), and the constant half, V's column sums / 2, is folded
-    into the bias by ``SharedWeightNADE._per_variable``. The backward pass then needs only
+    into the bias by ``SharedWeightNADE.step_params``. The backward pass then needs only
     tanh' = 1 - tanh², from the value already computed.
     """
     if activation == "sigmoid":
@@ -50,28 +51,73 @@ def _readout(activation, pre, V):
     return ACTIVATIONS[activation](pre) @ V
 
 
-def _block_log_prob(head, activation, a, params, data):
-    """Log-probabilities of one block of K variables, one variable after another.
+@dataclasses.dataclass(frozen=True)
+class NADEStep:
+    """One step of the shared recurrence as pure functions of per-step parameters.
 
-    a: (B, H) pre-activation before the block; params: W (K, H), V (K, H, P), bias (K, P),
-    optionally rho (K,); data: x (B, K), valid (K,). Returns (B, K), zero where not valid.
-    Each step touches one (B, H) slab, which stays in cache; stacking K such slabs into a
-    (B, K, H) array is what makes a blocked formulation slow on CPU.
+    ``outputs`` is *the* conditional: log_prob, loss (through the reversible engine) and
+    sample (through a plain scan) all call it, and the head turns its result into a
+    log-probability or a sample. ``update`` is the step's additive change of the hidden
+    pre-activation. The step is hashable static configuration (a frozen dataclass): it is a
+    static argument of the engine's ``custom_vjp`` and of jit caches, so it must hold no
+    arrays and read no module state; every parameter arrives through ``p``, built by
+    ``SharedWeightNADE.step_params``.
+
+    Shapes: a (B, H) the pre-activation *before* the step; ``p`` one step's leaves of
+    ``step_params`` (W (H,), V (H, P), bias (P,), optional rho ()); x (B,) the step's values.
     """
-    x = data["x"]
-    outputs = []
-    for k in range(x.shape[1]):
-        if k:
-            a = a + x[:, k - 1 : k] * params["W"][k - 1]
-        pre = a * params["rho"][k] if "rho" in params else a
-        readout = _readout(activation, pre, params["V"][k]) + params["bias"][k]
-        outputs.append(head.log_prob(readout, x[:, k]))
-    return jnp.stack(outputs, axis=1) * data["valid"]
+
+    head: Any
+    activation: str
+
+    def outputs(self, a: jax.Array, p: dict) -> jax.Array:
+        """The head's inputs (B, P) for the step's variable given the earlier ones."""
+        pre = a * p["rho"] if "rho" in p else a
+        return _readout(self.activation, pre, p["V"]) + p["bias"]
+
+    def update(self, p: dict, x: jax.Array) -> jax.Array:
+        """The change of the pre-activation (B, H) once the variable x (B, K) of K steps is
+        observed; p holds those K steps' leaves (W (K, H))."""
+        return x @ p["W"]
+
+    def total_update(self, p: dict, x: jax.Array) -> jax.Array | None:
+        """Σ over all D steps of ``update``, x (B, D), p with leading D: one matmul. Returning
+        None makes the engine compute it by a scan instead."""
+        return x @ p["W"]
 
 
-def _block_delta(params, data):
-    """The block's additive update of the pre-activation: x (B, K) @ W (K, H) -> (B, H)."""
-    return data["x"] @ params["W"]
+@dataclasses.dataclass(frozen=True)
+class _BlockLogProb:
+    """The engine's out_fn: log-probabilities (B, K) of one block of K steps, one variable
+    after another (each step touches one cache-resident (B, H) slab; stacking K slabs into
+    a (B, K, H) array is what makes a blocked formulation slow on CPU). Zero where padded."""
+
+    step: NADEStep
+
+    def __call__(self, a, params, data):
+        x = data["x"]
+        log_probs = []
+        for k in range(x.shape[1]):
+            if k:
+                a = a + self.step.update(_rows(params, k - 1), x[:, k - 1 : k])
+            outputs = self.step.outputs(a, jax.tree.map(lambda v: v[k], params))
+            log_probs.append(self.step.head.log_prob(outputs, x[:, k]))
+        return jnp.stack(log_probs, axis=1) * data["valid"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _BlockUpdate:
+    """The engine's delta_fn: the block's additive update (B, H)."""
+
+    step: NADEStep
+
+    def __call__(self, params, data):
+        return self.step.update(params, data["x"])
+
+
+def _rows(params, k):
+    """Step k of a block's leaves, keeping a length-1 step axis: (K, …) -> (1, …)."""
+    return jax.tree.map(lambda v: v[k : k + 1], params)
 
 
 @jax.custom_vjp
@@ -94,7 +140,7 @@ _permute_rows.defvjp(_permute_rows_fwd, _permute_rows_bwd)
 
 
 class SharedWeightNADE(DensityModel):
-    """The shared recurrence and exact O(B·D·H) likelihood; subclasses pick the head.
+    """The shared recurrence and its exact O(B·D·H) likelihood; subclasses pick the head.
 
     Parameters (indexed by original variable i): W (D, H), c (H,), V (D, H, P), b (D, P),
     and rho (D,) per step when ``rescale_activation``.
@@ -102,7 +148,28 @@ class SharedWeightNADE(DensityModel):
     ``block_size`` is the number of variables handled per scan iteration. 1, the default,
     is the fastest on CPU: every step then works on one cache-resident (B, H) slab
     (benchmarks/RESULTS.md has the measurements).
+
+    **Writing a variant.** A variant may override:
+
+    * ``step_params(ordering)``: the per-step parameters, a dict of arrays with leading
+      axis D in ordering order, computed from the module's parameters *outside* the scan
+      (add leaves, reparameterise W or V, …). Keep the keys the step reads.
+    * ``step_class``: a subclass of ``NADEStep`` (a frozen dataclass) whose ``outputs``
+      (the conditional, shared by log_prob, loss and sample) and ``update`` (the input's
+      contribution to the pre-activation) read the leaves ``step_params`` provides.
+    * the head (a constructor argument), ``init_from_data``.
+
+    A variant must not read module state (``self.…``) inside the step functions: they run
+    inside ``lax.scan`` under the engine's ``custom_vjp``, where the step is a static,
+    hashable argument; everything differentiable goes through ``step_params``. ``update``
+    must not depend on the pre-activation (the engine inverts each step by subtraction).
+    To prototype a variant that breaks these rules, set ``engine = "autodiff"`` on the
+    class: log_prob and loss then use ``reference_log_prob``, plain autodiff through a
+    per-step ``lax.scan`` (O(B·D·H) memory in the backward pass, slower, always correct).
     """
+
+    step_class: ClassVar[type[NADEStep]] = NADEStep
+    engine: ClassVar[str] = "reversible"  # or "autodiff": the reference path, for prototypes
 
     def __init__(
         self,
@@ -122,21 +189,34 @@ class SharedWeightNADE(DensityModel):
         self.block_size = min(check_positive_int(block_size, "block_size"), self.num_inputs)
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
         self.head = head
-        self.data_kind = "binary" if head.binary else "real"
+        self.data_kind = head.data_kind
+        self.num_categories = head.num_categories
+        self.step = self.step_class(head, self.activation)
         D, H, P = self.num_inputs, self.num_hidden, head.num_outputs
         # init_scale: the weights' std; None is 1/sqrt(fan-in), 0.01 the reference code's N(0, 0.01²).
         w_std, v_std = (1 / math.sqrt(D), 1 / math.sqrt(H)) if init_scale is None else (init_scale, init_scale)
-        self.W = nnx.Param(jax.random.normal(rngs.params(), (D, H), param_dtype) * w_std)
+        self.W = nnx.Param(jax.random.normal(rngs.params(), self._input_shape(), param_dtype) * w_std)
         self.c = nnx.Param(jnp.zeros((H,), param_dtype))
         self.V = nnx.Param(jax.random.normal(rngs.params(), (D, H, P), param_dtype) * v_std)
         self.b = nnx.Param(jnp.zeros((D, P), param_dtype))
         self.rho = nnx.Param(jnp.ones((D,), param_dtype)) if rescale_activation else None
 
-    # -- helpers -------------------------------------------------------------------------
-    def _per_variable(self, ordering):
-        """Per-step parameters in ordering order: W (D, H), V (D, H, P) and the read-out
-        bias (D, P) (b, plus V's column sums / 2 for sigmoid units: see ``_readout``);
-        per-step rho (D,) is already in step order."""
+    def _input_shape(self) -> tuple[int, ...]:
+        """The shape of W: (D, H), one weight vector per (real or binary) input."""
+        return (self.num_inputs, self.num_hidden)
+
+    def _dtype(self):
+        return self.c[...].dtype
+
+    # -- the extension hook ----------------------------------------------------------------
+    def step_params(self, ordering: jax.Array | None) -> dict[str, jax.Array]:
+        """Per-step parameters in ordering order, each with leading axis D.
+
+        W (D, H) (or (D, Q, H) for categorical inputs), V (D, H, P), bias (D, P) (b, plus
+        V's column sums / 2 for sigmoid units: see ``_readout``) and, with
+        ``rescale_activation``, rho (D,) (already per step, so not permuted). Rows are
+        permuted with a gather whose vjp is a gather too (``_permute_rows``).
+        """
         W, V, b = self.W[...], self.V[...], self.b[...]
         if ordering is not None:
             W, V, b = (_permute_rows(value, ordering) for value in (W, V, b))
@@ -146,15 +226,34 @@ class SharedWeightNADE(DensityModel):
             params["rho"] = self.rho[...]
         return params
 
+    def _initial_carry(self, batch_size: int) -> jax.Array:
+        return jnp.broadcast_to(self.c[...], (batch_size, self.num_hidden)).astype(self._dtype())
+
     def _blocks(self, x, ordering):
-        """Splits x (B, D) and parameters into D/K padded blocks for the reversible scan."""
+        """(a0, params, data, per-step params, ordered x): the padded blocks of D/K steps."""
         K = self.block_size
         x_ordered = x if ordering is None else x[:, ordering]
-        params = jax.tree.map(lambda value: to_blocks(value, K), self._per_variable(ordering))
-        valid = block_validity(self.num_inputs, K, x.dtype)
-        data = {"x": to_blocks(x_ordered, K, axis=1), "valid": valid}
-        a0 = jnp.broadcast_to(self.c[...], (x.shape[0], self.num_hidden)).astype(x.dtype)
-        return a0, params, data
+        per_step = self.step_params(ordering)
+        params = jax.tree.map(lambda value: to_blocks(value, K), per_step)
+        data = {"x": to_blocks(x_ordered, K, axis=1), "valid": block_validity(self.num_inputs, K, x.dtype)}
+        return self._initial_carry(x.shape[0]), params, data, per_step, x_ordered
+
+    def reference_log_prob(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+        """log p(x) (B,) by plain autodiff through a per-step ``lax.scan``: the slow path for
+        prototyping (it stacks a (B, H) residual per step in the backward pass). Uses the
+        same ``step_params`` and step functions as the engine."""
+        x = as_batch(x, self.num_inputs, self._dtype())
+        ordering = as_ordering(ordering, self.num_inputs)
+        x_ordered = x if ordering is None else x[:, ordering]
+
+        def scan_step(a, inputs):
+            p, x_d = inputs
+            log_p = self.step.head.log_prob(self.step.outputs(a, p), x_d)
+            return a + self.step.update(jax.tree.map(lambda v: v[None], p), x_d[:, None]), log_p
+
+        per_step = self.step_params(ordering)
+        _, log_probs = jax.lax.scan(scan_step, self._initial_carry(x.shape[0]), (per_step, x_ordered.T))
+        return log_probs.sum(axis=0)
 
     # -- the contract ----------------------------------------------------------------------
     def log_prob(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
@@ -166,68 +265,59 @@ class SharedWeightNADE(DensityModel):
         Returns:
           (B,) log-probabilities (log-densities for real-valued heads).
         """
-        x = as_batch(x, self.num_inputs, self.W[...].dtype)
-        a0, params, data = self._blocks(x, as_ordering(ordering, self.num_inputs))
-        block_fn = functools.partial(_block_log_prob, self.head, self.activation)
-        per_variable = reversible_scan(block_fn, _block_delta, a0, params, data)  # (nb, B, K)
-        return per_variable.sum(axis=(0, 2))
+        if self.engine == "autodiff":
+            return self.reference_log_prob(x, ordering)
+        x = as_batch(x, self.num_inputs, self._dtype())
+        a0, params, data, _, _ = self._blocks(x, as_ordering(ordering, self.num_inputs))
+        per_variable = reversible_scan(_BlockLogProb(self.step), _BlockUpdate(self.step), a0, params, data)
+        return per_variable.sum(axis=(0, 2))  # (nb, B, K) -> (B,)
 
     def loss(self, x: jax.Array, key: jax.Array | None = None, ordering: jax.Array | None = None) -> jax.Array:
         """Mean NLL of x (B, D) under ``ordering``; a scalar.
 
         ``key`` is unused (fixed-order training is deterministic) and kept for the shared
         contract. Its gradient comes from a single reverse pass (``reversible_weighted_sum``)
-        that starts from the final pre-activation c + x @ W, which does not depend on the
-        ordering.
+        that starts from the final pre-activation (``NADEStep.total_update``, one matmul).
         """
         del key
-        x = as_batch(x, self.num_inputs, self.W[...].dtype)
-        a0, params, data = self._blocks(x, as_ordering(ordering, self.num_inputs))
-        block_fn = functools.partial(_block_log_prob, self.head, self.activation)
+        if self.engine == "autodiff":
+            return -jnp.mean(self.reference_log_prob(x, ordering))
+        x = as_batch(x, self.num_inputs, self._dtype())
+        a0, params, data, per_step, x_ordered = self._blocks(x, as_ordering(ordering, self.num_inputs))
         weights = jnp.broadcast_to(data["valid"][:, None, :], data["x"].shape) / x.shape[0]
-        final_carry = a0 + x @ self.W[...]
-        return -reversible_weighted_sum(block_fn, _block_delta, a0, params, data, weights, final_carry)
+        total = self.step.total_update(per_step, x_ordered)
+        final_carry = None if total is None else a0 + total
+        block_fn, update_fn = _BlockLogProb(self.step), _BlockUpdate(self.step)
+        return -reversible_weighted_sum(block_fn, update_fn, a0, params, data, weights, final_carry)
 
     def sample(self, key: jax.Array, num_samples: int, ordering: jax.Array | None = None) -> jax.Array:
         """Draws (num_samples, D) samples from the distribution that ``log_prob`` scores.
 
-        One compiled ``lax.scan`` over the D steps: O(D·H) work per sample. Binary heads
-        draw x = 1 when log u < log p(x = 1 | h), with the log-uniforms drawn before the
+        One compiled ``lax.scan`` over the D steps: O(D·H) work per sample, through the same
+        ``step.outputs`` as log_prob. The head's noise for all D steps is drawn before the
         loop: that keeps random-number generation (a Threefry loop per call) out of the
         scan, whose body is then small enough for XLA:CPU to run its kernels back to back
-        rather than through its task graph. Other heads call ``head.sample`` with a
-        per-step key.
+        rather than through its task graph.
         """
         num_samples = check_positive_int(num_samples, "num_samples")
         ordering = as_ordering(ordering, self.num_inputs)
-        params = self._per_variable(ordering)
-        dtype = self.W[...].dtype
-        D = self.num_inputs
+        dtype, D = self._dtype(), self.num_inputs
 
-        def step(a, inputs):
+        def scan_step(a, inputs):
             p, noise = inputs
-            pre = a * p["rho"] if "rho" in p else a
-            outputs = _readout(self.activation, pre, p["V"]) + p["bias"]  # (n, P)
-            if self.head.binary:
-                log_p1 = self.head.log_prob(outputs, jnp.ones((num_samples,), dtype))
-                value = (noise < log_p1).astype(dtype)  # (n,)
-            else:
-                value = self.head.sample(noise, outputs)  # (n,)
-            return a + value[:, None] * p["W"][None, :], value
+            value = self.step.head.sample_from_noise(self.step.outputs(a, p), noise)  # (n,)
+            return a + self.step.update(jax.tree.map(lambda v: v[None], p), value[:, None]), value
 
-        a0 = jnp.broadcast_to(self.c[...], (num_samples, self.num_hidden)).astype(dtype)
-        if self.head.binary:
-            noise = jnp.log(jax.random.uniform(key, (D, num_samples), dtype))
-        else:
-            noise = jax.random.split(key, D)
-        _, values = jax.lax.scan(step, a0, (params, noise))  # (D, n) in ordering order
-        if ordering is None:
+        noise = self.step.head.noise(key, (D, num_samples), dtype)
+        _, values = jax.lax.scan(scan_step, self._initial_carry(num_samples), (self.step_params(ordering), noise))
+        if ordering is None:  # values: (D, n) in ordering order
             return values.T
         return jnp.zeros((num_samples, D), dtype).at[:, ordering].set(values.T)
 
     def init_from_data(self, x) -> None:
         """Sets the output biases from data marginals (see the head's ``init_bias``)."""
         x = check_inputs(x, self.num_inputs, binary=self.head.binary)
+        check_values(x, self.data_kind, self.num_categories)
         self.b[...] = jnp.asarray(self.head.init_bias(x), self.b[...].dtype)
 
 

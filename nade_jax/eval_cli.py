@@ -1,0 +1,101 @@
+"""The ``nade-eval`` Hydra app (``python -m nade_jax.eval_cli``): re-evaluates a finished run.
+
+    nade-eval run_dir=outputs/2026-11-27/10-00-00 num_orderings=128
+
+Rebuilds the run's best parameters from its run dir (read-only, falling back past damaged
+checkpoints, refusing any foreign ``_target_``) and runs ``evaluate.final_evaluation`` with
+K orderings; writes ``<run_dir>/eval_K<K>.json`` and a sample grid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import jax
+import numpy as np
+from omegaconf import DictConfig
+
+from nade_jax import CONFIG_DIR, evaluate, runs
+from nade_jax.runs import RunError
+
+log = logging.getLogger(__name__)
+
+KEYS = ("run_dir", "num_orderings", "chunk_size", "batch_size", "num_samples", "seed")
+
+
+def _fail(message: str) -> None:
+    print(f"nade-eval: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_arguments(argv: list[str]) -> None:
+    """Refuses unknown keys and a missing run_dir in one line, before Hydra composes anything."""
+    if any(arg.startswith(("-h", "--help", "--hydra-help", "--info", "--cfg", "--shell-completion")) for arg in argv):
+        return
+    overrides = [arg for arg in argv if not arg.startswith("-")]
+    keys = [arg.split("=", 1)[0].lstrip("+~") for arg in overrides]
+    for key in keys:
+        if key not in KEYS and not key.startswith("hydra"):
+            _fail(f"unknown key {key!r}: nade-eval takes {', '.join(KEYS)} (the model, data and ordering come "
+                  f"from the run dir)")
+    if "run_dir" not in keys:
+        _fail("run_dir is required: nade-eval run_dir=<a nade-train run dir>")
+
+
+def check_eval_config(cfg: DictConfig) -> None:
+    for key in ("num_orderings", "chunk_size", "batch_size"):
+        value = cfg[key]
+        if not (runs._is_int(value) and value >= 1):
+            raise runs.ConfigError(f"{key} must be an integer >= 1, got {value!r}")
+    if not (runs._is_int(cfg.num_samples) and cfg.num_samples >= 0):
+        raise runs.ConfigError(f"num_samples must be an integer >= 0, got {cfg.num_samples!r}")
+    if not runs._is_int(cfg.seed):
+        raise runs.ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    if not Path(str(cfg.run_dir)).is_dir():
+        raise runs.ConfigError(f"run_dir must be a nade-train run dir, got {cfg.run_dir!r} (not a directory)")
+
+
+def evaluate_run(cfg: DictConfig) -> Path:
+    """Evaluates the run at ``cfg.run_dir``; returns the path of the written JSON."""
+    check_eval_config(cfg)
+    run_dir = Path(cfg.run_dir)
+    run = runs.restore_run(run_dir)
+    train_ordering = runs.make_ordering(run.cfg, run.splits)
+    result = evaluate.final_evaluation(run.model, run.splits, train_ordering, num_orderings=cfg.num_orderings,
+                                       orderings_seed=cfg.seed, batch_size=cfg.batch_size, chunk_size=cfg.chunk_size)
+    record = {"run_dir": str(run_dir), "checkpoint_step": run.step, "num_orderings": cfg.num_orderings,
+              "metrics": result.metrics, "per_ordering": result.per_ordering,
+              "ensemble": {str(k): v for k, v in result.ensemble_curve.items()}}
+    out = run_dir / f"eval_K{cfg.num_orderings}.json"
+    out.write_text(json.dumps(record, indent=2))
+    if cfg.num_samples and run.splits.image_shape is not None:
+        from nade_jax.plots import save_sample_grid
+
+        names, eval_orderings = evaluate.evaluation_orderings(run.splits.num_inputs, cfg.num_orderings, cfg.seed)
+        samples = run.model.sample(jax.random.key(cfg.seed), cfg.num_samples, eval_orderings[0])
+        save_sample_grid(np.asarray(samples), run.splits.image_shape,
+                         run_dir / f"samples_eval_K{cfg.num_orderings}.png")
+    log.info("%s  ->  %s", result.line(), out)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def _app(cfg: DictConfig) -> None:
+    try:
+        evaluate_run(cfg)
+    except RunError as error:
+        log.error("nade-eval: error: %s", error)
+        sys.exit(2)
+
+
+def main() -> None:
+    check_arguments(sys.argv[1:])
+    _app()
+
+
+if __name__ == "__main__":
+    main()

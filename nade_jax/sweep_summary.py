@@ -1,0 +1,53 @@
+"""A Hydra callback that ends every multirun with one summary and a non-zero exit on failures.
+
+Each nade-train job records its outcome in ``<sweep dir>/.jobs/<job number>.json`` (in
+whichever process the launcher runs it: basic, joblib, submitit). At the end of the
+multirun this prints ``N finished, M failed`` with each failed job's dir and one-line
+reason, and exits with status 1 if any job failed, so that scripts and CI see it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+def read_jobs(sweep_dir: Path) -> list[dict]:
+    """The recorded outcomes of a sweep's jobs, by job number."""
+    records = []
+    for path in sorted((Path(sweep_dir) / ".jobs").glob("*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            records.append({"job": path.stem, "dir": "?", "status": "failed", "reason": f"unreadable record {path}"})
+    return sorted(records, key=lambda r: int(r["job"]) if str(r["job"]).isdigit() else -1)
+
+
+def summary_lines(records: list[dict]) -> list[str]:
+    failed = [r for r in records if r["status"] != "finished"]
+    lines = [f"multirun: {len(records) - len(failed)} finished, {len(failed)} failed (of {len(records)} jobs)"]
+    lines += [f"  {r['status']}: job {r['job']} in {r['dir']}: {r['reason']}" for r in failed]
+    return lines
+
+
+class SweepSummary(Callback):
+    """``hydra.callbacks.sweep_summary`` in conf/config.yaml."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        # A sweep dir may be reused: only this multirun's jobs count.
+        shutil.rmtree(Path(config.hydra.sweep.dir) / ".jobs", ignore_errors=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        records = read_jobs(Path(config.hydra.sweep.dir))
+        if not records:
+            return
+        lines = summary_lines(records)
+        failed = len(lines) > 1
+        print("\n".join(lines), file=sys.stderr if failed else sys.stdout, flush=True)
+        if failed:
+            sys.exit(1)
