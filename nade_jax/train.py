@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from nade_jax import CONFIG_DIR, evaluate, runs, steps
+from nade_jax import CONFIG_DIR, evaluate, pretrain, runs, steps
 from nade_jax.checkpoint import Checkpointer
 from nade_jax.data.preprocess import bernoulli_sample, dynamic_binarize
 from nade_jax.loggers import RunLogger, start_wandb
@@ -94,6 +94,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     model = runs.build_model(cfg, splits)
     model.init_from_data(bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
                          if splits.dynamic_binarization else splits.train)
+    if cfg.get("init_from"):  # warm start, or layer-wise pretraining (one more hidden layer)
+        model = pretrain.initialise_from(model, cfg.init_from, init_scale=cfg.model.get("init_scale") or 0.01,
+                                         seed=cfg.seed)
     train_ordering = runs.make_ordering(cfg, splits)
     tx = make_optimizer(cfg.optimizer, plan.total_steps)
     graphdef, params = nnx.split(model)
