@@ -34,8 +34,11 @@ class Checkpointer:
     def __init__(self, directory: Path, max_to_keep: int | None = 2, read_only: bool = False):
         self.directory = Path(directory).absolute()
         self.read_only = read_only
+        # One unnamed item with an explicit handler: orbax otherwise infers the item layout from
+        # the step dirs, and one damaged (e.g. empty) step dir then makes every step unreadable.
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only, read_only=read_only)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_handlers=ocp.StandardCheckpointHandler())
 
     def __enter__(self) -> Checkpointer:
         return self

@@ -44,6 +44,12 @@ def check_arguments(argv: list[str]) -> None:
                   f"from the run dir)")
     if "run_dir" not in keys:
         _fail("run_dir is required: nade-eval run_dir=<a nade-train run dir>")
+    # Hydra's output dir is inside run_dir: refuse a wrong run_dir before Hydra creates it.
+    for arg in overrides:
+        key, _, value = arg.partition("=")
+        for run_dir in value.split(",") if key.lstrip("+") == "run_dir" else []:
+            if not (Path(run_dir) / "config.yaml").is_file():
+                _fail(f"run_dir must be a nade-train run dir holding config.yaml, got {run_dir!r}")
 
 
 def check_eval_config(cfg: DictConfig) -> None:
@@ -55,8 +61,6 @@ def check_eval_config(cfg: DictConfig) -> None:
         raise runs.ConfigError(f"num_samples must be an integer >= 0, got {cfg.num_samples!r}")
     if not runs._is_int(cfg.seed):
         raise runs.ConfigError(f"seed must be an integer, got {cfg.seed!r}")
-    if not Path(str(cfg.run_dir)).is_dir():
-        raise runs.ConfigError(f"run_dir must be a nade-train run dir, got {cfg.run_dir!r} (not a directory)")
 
 
 def evaluate_run(cfg: DictConfig) -> Path:

@@ -209,7 +209,6 @@ def check_rerun(cfg: DictConfig, run_dir: Path) -> None:
 # status.json: the run's state and, when it did not finish, the one-line reason.
 
 STATUS_FILE = "status.json"
-FINAL_STATUSES = ("finished", "diverged")
 
 
 def write_status(run_dir: Path, status: str, reason: str | None = None, **extra) -> None:
@@ -258,6 +257,8 @@ def load_data(data_cfg: DictConfig):
         return data_lib.load(**data_cfg)
     except TypeError as error:
         raise ConfigError(f"data: {error}") from None
+    except ValueError as error:  # the loaders name the data.<field>
+        raise ConfigError(str(error)) from None
 
 
 def build_model(cfg: DictConfig, splits) -> DensityModel:
@@ -415,6 +416,7 @@ def restore_run(run_dir: Path) -> RestoredRun:
     graphdef, params = nnx.split(model)
     tx = make_optimizer(cfg.optimizer, 1)
     like = abstract(TrainState.create(params, tx, 0, None))
+    _require((run_dir / "checkpoints").is_dir(), f"run_dir {run_dir} holds no checkpoints/ directory")
     with Checkpointer(run_dir / "checkpoints", read_only=True) as checkpointer:
         step, state = checkpointer.restore_newest(like)
     _require(step is not None, f"run_dir {run_dir} holds no checkpoint")

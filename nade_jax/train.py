@@ -86,7 +86,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     runs.check_config(cfg)
     runs.check_rerun(cfg, run_dir)
     status = runs.read_status(run_dir)
-    if status and status.get("status") in runs.FINAL_STATUSES and (run_dir / "summary.json").exists():
+    if status and (status.get("status") == "diverged" or
+                   status.get("status") == "finished" and (run_dir / "summary.json").exists()):
         return report_finished_run(run_dir, status)
 
     splits = runs.load_data(cfg.data)
@@ -218,10 +219,9 @@ def report_finished_run(run_dir: Path, status: dict) -> dict:
     """A rerun of a finished (or diverged) run: says so, trains and logs nothing."""
     import json
 
-    metrics = json.loads((run_dir / "summary.json").read_text())
     if status["status"] == "diverged":
-        raise Diverged(f"the run in {run_dir} diverged earlier ({status.get('reason')}); it is not resumed. "
-                       f"Start a new hydra.run.dir with a lower optimizer.learning_rate")
+        raise Diverged(f"the run in {run_dir} diverged earlier and is not resumed ({status.get('reason')})")
+    metrics = json.loads((run_dir / "summary.json").read_text())
     log.info("the run in %s already finished at step %s: test NLL %.3f nats (independent baseline %.3f); nothing "
              "to do. To evaluate it again: nade-eval run_dir=%s", run_dir, metrics.get("train/steps"),
              metrics.get("test/nll", float("nan")), metrics.get("test/baseline_nll", float("nan")), run_dir)

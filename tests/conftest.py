@@ -22,14 +22,15 @@ def all_binary_vectors(num_inputs):
     return np.array(list(itertools.product([0.0, 1.0], repeat=num_inputs)), np.float32)
 
 
-def assert_samples_match(samples, log_p_all, num_inputs):
-    """Chi-square of binary sample counts over all 2^D cells against exact probabilities
-    ``log_p_all`` (in the order of ``all_binary_vectors``); fails ~6 sigma above the mean."""
-    codes = (np.asarray(samples) @ (2 ** np.arange(num_inputs)[::-1])).astype(int)
-    counts = np.bincount(codes, minlength=2**num_inputs)
+def assert_samples_match(samples, log_p_all, num_inputs, num_values=2):
+    """Chi-square of sample counts over all num_values^D cells against exact probabilities
+    ``log_p_all`` (in lexicographic order, as ``all_binary_vectors`` and
+    ``model_zoo.all_values`` list them); fails ~6 sigma above the mean."""
+    codes = (np.asarray(samples) @ (num_values ** np.arange(num_inputs)[::-1])).astype(int)
+    counts = np.bincount(codes, minlength=num_values**num_inputs)
     expected = np.exp(np.asarray(log_p_all, np.float64)) * len(codes)
     chi2 = np.sum((counts - expected) ** 2 / expected)
-    dof = 2**num_inputs - 1
+    dof = num_values**num_inputs - 1
     assert chi2 < dof + 6 * np.sqrt(2 * dof), chi2
     return chi2
 

@@ -1,5 +1,6 @@
-"""Exactness of OrderlessNADE: normalisation, the incremental evaluator against D full
-passes, the training objective's identity, ensembles, samplers and input validation."""
+"""OrderlessNADE beyond the generic contract suite (test_contract.py): the incremental
+evaluator against D full passes, the training objective's identity, masked_nll and
+construction-argument validation."""
 
 import itertools
 import math
@@ -10,8 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import all_binary_vectors, assert_grads_match_finite_differences, assert_samples_match, scale_params
-from nade_jax import orderings
+from conftest import all_binary_vectors, scale_params
 from nade_jax.models import OrderlessNADE
 from nade_jax.models.orderless import random_masks
 
@@ -19,7 +19,6 @@ from nade_jax.models.orderless import random_masks
 # Compiled once per model structure and shapes, shared by every test that uses them.
 log_prob = nnx.jit(lambda model, x, ordering: model.log_prob(x, ordering))
 masked_nll = nnx.jit(lambda model, x, mask: model.masked_nll(x, mask))
-sample = nnx.jit(lambda model, key, n, ordering: model.sample(key, n, ordering), static_argnums=2)
 
 
 def random_model(D, hidden, factor, seed, **kwargs):
@@ -97,34 +96,6 @@ def naive_log_prob(model, x, ordering, head="bernoulli", min_scale=1e-3):
     return out
 
 
-# -- normalisation -------------------------------------------------------------------------
-@pytest.mark.parametrize("hidden,block_size", [((6,), 1), ((6, 5), 3)])
-def test_binary_normalises_under_every_ordering(some_orderings, hidden, block_size):
-    D = 8
-    model = binary_model(D, hidden, block_size=block_size, factor=3.0)
-    x = all_binary_vectors(D)
-    for ordering in some_orderings(D):
-        p = np.exp(np.asarray(log_prob(model, x, ordering), np.float64))
-        assert p.max() > 0.05  # the scaled parameters make p far from uniform
-        assert abs(p.sum() - 1.0) < 1e-5
-
-
-def _density_on_grid(model, ordering):
-    """exp(log_prob) of a D = 2 model on a 601 x 601 grid over [-15, 15]^2."""
-    axis = np.linspace(-15, 15, 601)
-    xx, yy = np.meshgrid(axis, axis, indexing="ij")
-    grid = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32)
-    density = np.exp(np.asarray(log_prob(model, grid, np.array(ordering)), np.float64)).reshape(xx.shape)
-    return axis, xx, yy, density
-
-
-def test_mog_integrates_to_one_in_2d():
-    model = mog_model(2, min_scale=0.05)
-    for ordering in ([0, 1], [1, 0]):
-        axis, _, _, density = _density_on_grid(model, ordering)
-        assert abs(np.trapezoid(np.trapezoid(density, axis, axis=1), axis) - 1.0) < 1e-3
-
-
 # -- incremental evaluation against the naive reference -------------------------------------
 @pytest.mark.parametrize("hidden,block_size", [((6,), 1), ((6, 5), 3), ((4, 5, 3), 8)])
 def test_incremental_log_prob_matches_full_passes(hidden, block_size):
@@ -135,15 +106,6 @@ def test_incremental_log_prob_matches_full_passes(hidden, block_size):
         ordering = np.random.default_rng(seed).permutation(D)
         expected = naive_log_prob(model, x, ordering)
         np.testing.assert_allclose(log_prob(model, x, ordering), expected, rtol=1e-5, atol=1e-5)
-
-
-def test_no_ordering_means_the_identity():
-    D = 6
-    model = binary_model(D, block_size=4)  # the sampler test's model: shares its compilations
-    x = all_binary_vectors(D)
-    np.testing.assert_allclose(log_prob(model, x, None), log_prob(model, x, np.arange(D)), rtol=1e-6, atol=1e-6)
-    key = jax.random.key(0)
-    np.testing.assert_array_equal(sample(model, key, 200_000, None), sample(model, key, 200_000, np.arange(D)))
 
 
 def test_mog_incremental_log_prob_matches_full_passes():
@@ -227,62 +189,6 @@ def test_loss_is_the_batch_mean_of_masked_nll_under_random_masks():
     assert float(loss(model, x, key)) != float(loss(model, x, jax.random.key(4)))
 
 
-@pytest.mark.parametrize("output", ["bernoulli", "mog"])
-def test_loss_gradient_is_finite_and_matches_finite_differences(output):
-    D = 4
-    with jax.enable_x64(True):
-        if output == "bernoulli":
-            model = binary_model(D, param_dtype=jnp.float64)
-            x = (np.random.default_rng(0).random((8, D)) < 0.5).astype(np.float64)
-        else:
-            model = mog_model(D, param_dtype=jnp.float64)
-            x = np.random.default_rng(0).normal(size=(8, D))
-        key = jax.random.key(0)
-        assert_grads_match_finite_differences(model, lambda m: m.loss(x, key), coords_per_param=1, seed=1)
-
-
-# -- ensembles -----------------------------------------------------------------------------
-def test_ensemble_is_the_log_mean_exp_over_orderings_and_chunking_is_exact():
-    D, K = 8, 7
-    model = binary_model(D)
-    x = all_binary_vectors(D)
-    orders = np.asarray(orderings.random_batch(jax.random.key(0), K, D))
-    per_ordering = np.stack([np.asarray(log_prob(model, x, o)) for o in orders])
-    vmapped = orderings.log_prob_per_ordering(model, x, orders, chunk_size=None)
-    np.testing.assert_allclose(vmapped, per_ordering, rtol=1e-5, atol=1e-5)
-    chunked = orderings.ensemble_log_prob(model, x, orders, chunk_size=3)
-    unchunked = orderings.ensemble_log_prob(model, x, orders, chunk_size=None)
-    expected = np.log(np.mean(np.exp(per_ordering.astype(np.float64)), axis=0))
-    np.testing.assert_allclose(unchunked, expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(chunked, unchunked, rtol=1e-6, atol=1e-6)
-    assert np.ptp(per_ordering, axis=0).max() > 1e-2  # the orderings really disagree
-
-
-# -- samplers ------------------------------------------------------------------------------
-def test_binary_sampler_frequencies_match_exact_probabilities():
-    D = 6
-    model = binary_model(D, block_size=4)
-    ordering = np.array([3, 5, 0, 4, 1, 2])
-    samples = sample(model, jax.random.key(0), 200_000, ordering)
-    assert set(np.unique(np.asarray(samples)).tolist()) <= {0.0, 1.0}
-    assert_samples_match(samples, log_prob(model, all_binary_vectors(D), ordering), D)
-    # The check can fail: an orderless model's distributions differ between orderings.
-    with pytest.raises(AssertionError):
-        assert_samples_match(samples, log_prob(model, all_binary_vectors(D), np.arange(D)[::-1]), D)
-
-
-def test_mog_samples_follow_the_ordering():
-    """At D = 2 the sample means match the means of the density log_prob gives that
-    ordering (by quadrature)."""
-    model = mog_model(2, min_scale=0.05)
-    ordering = np.array([1, 0])
-    axis, xx, yy, density = _density_on_grid(model, ordering)
-    mass = np.trapezoid(np.trapezoid(density, axis, axis=1), axis)
-    means = [np.trapezoid(np.trapezoid(g * density, axis, axis=1), axis) / mass for g in (xx, yy)]
-    samples = np.asarray(sample(model, jax.random.key(2), 100_000, ordering), np.float64)
-    np.testing.assert_allclose(samples.mean(0), means, atol=0.05)
-
-
 def test_init_from_data_sets_marginal_logits():
     x = np.array([[1, 0, 1], [1, 0, 0], [1, 1, 0], [0, 1, 0]], np.float32)
     model = OrderlessNADE(3, (4,), rngs=nnx.Rngs(0))
@@ -310,24 +216,12 @@ def test_bad_construction_arguments_raise(kwargs, message):
         OrderlessNADE(4, **{"hidden": (3,), **kwargs}, rngs=nnx.Rngs(0))
 
 
-def test_bad_call_arguments_raise():
+def test_bad_masks_and_keys_raise():
+    """The orderless-specific arguments; the contract's arguments are checked for every
+    model in test_contract.py."""
     D = 4
     model = OrderlessNADE(D, (3,), rngs=nnx.Rngs(0))
     x = np.zeros((2, D), np.float32)
-    with pytest.raises(ValueError, match=r"ordering must be a permutation of range\(4\)"):
-        model.log_prob(x, np.arange(D + 1))
-    with pytest.raises(ValueError, match=r"ordering must be a permutation of range\(4\)"):
-        model.log_prob(x, np.array([0, 0, 1, 2]))
-    with pytest.raises(ValueError, match="ordering must have shape"):
-        model.log_prob(x, np.stack([np.arange(D)] * 2))
-    with pytest.raises(ValueError, match="ordering must hold integers"):
-        model.sample(jax.random.key(0), 3, np.arange(D, dtype=np.float32))
-    with pytest.raises(ValueError, match="orderings must have shape"):
-        orderings.ensemble_log_prob(model, x, np.arange(D))
-    with pytest.raises(ValueError, match="orderings must be a permutation"):
-        orderings.ensemble_log_prob(model, x, np.zeros((2, D + 1), np.int32))
-    with pytest.raises(ValueError, match="x must have 4 columns"):
-        model.log_prob(np.zeros((2, D + 1), np.float32))
     with pytest.raises(ValueError, match="mask must have 4 columns"):
         model.masked_nll(x, np.zeros((2, D - 1)))
     with pytest.raises(ValueError, match="mask must have the shape of x"):
@@ -336,7 +230,3 @@ def test_bad_call_arguments_raise():
         model.masked_nll(x, np.full((2, D), 0.5))
     with pytest.raises(ValueError, match="key must be a jax.random key"):
         model.loss(x, None)
-    with pytest.raises(ValueError, match="num_samples must be an integer >= 1"):
-        model.sample(jax.random.key(0), 0)
-    with pytest.raises(ValueError, match="0/1 values"):
-        model.init_from_data(np.full((3, D), 0.5))

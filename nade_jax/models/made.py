@@ -39,6 +39,7 @@ from nade_jax.models.nade import ACTIVATIONS
 from nade_jax.validation import as_batch, as_ordering, check_choice, check_inputs, check_positive_int
 
 OUTPUTS = ("bernoulli", "mog")
+_HASH_STREAM = 2**31 - 1  # folded into the mask seed for the ordering hash's coefficients
 
 
 class MADE(DensityModel):
@@ -132,7 +133,7 @@ class MADE(DensityModel):
         key = jax.random.key(self.mask_seed)
         if not self.is_orderless:
             return key
-        coefficients = jax.random.bits(jax.random.fold_in(key, -1 & 0x7FFFFFFF), (self.num_inputs,), jnp.uint32)
+        coefficients = jax.random.bits(jax.random.fold_in(key, _HASH_STREAM), (self.num_inputs,), jnp.uint32)
         return jax.random.fold_in(key, jnp.sum(ordering.astype(jnp.uint32) * coefficients))
 
     def masks(self, ordering: jax.Array | None) -> list[jax.Array]:

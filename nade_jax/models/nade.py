@@ -194,10 +194,13 @@ class SharedWeightNADE(DensityModel):
         self.step = self.step_class(head, self.activation)
         D, H, P = self.num_inputs, self.num_hidden, head.num_outputs
         # init_scale: the weights' std; None is 1/sqrt(fan-in), 0.01 the reference code's N(0, 0.01²).
-        w_std, v_std = (1 / math.sqrt(D), 1 / math.sqrt(H)) if init_scale is None else (init_scale, init_scale)
-        self.W = nnx.Param(jax.random.normal(rngs.params(), self._input_shape(), param_dtype) * w_std)
+        def normal(shape, fan_in):
+            draw = jax.random.normal(rngs.params(), shape, param_dtype)
+            return draw / math.sqrt(fan_in) if init_scale is None else draw * init_scale
+
+        self.W = nnx.Param(normal(self._input_shape(), D))
         self.c = nnx.Param(jnp.zeros((H,), param_dtype))
-        self.V = nnx.Param(jax.random.normal(rngs.params(), (D, H, P), param_dtype) * v_std)
+        self.V = nnx.Param(normal((D, H, P), H))
         self.b = nnx.Param(jnp.zeros((D, P), param_dtype))
         self.rho = nnx.Param(jnp.ones((D,), param_dtype)) if rescale_activation else None
 

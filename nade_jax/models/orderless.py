@@ -112,8 +112,10 @@ class OrderlessNADE(DensityModel):
         D, P = self.num_inputs, self.head.num_outputs
         H1, HL = self.hidden[0], self.hidden[-1]
         # init_scale: every weight's std; None is 1/sqrt(fan-in), 0.01 the reference code's N(0, 0.01²).
-        std = lambda fan_in: 1 / math.sqrt(fan_in) if init_scale is None else init_scale
-        normal = lambda shape, fan_in: jax.random.normal(rngs.params(), shape, param_dtype) * std(fan_in)
+        def normal(shape, fan_in):
+            draw = jax.random.normal(rngs.params(), shape, param_dtype)
+            return draw / math.sqrt(fan_in) if init_scale is None else draw * init_scale
+
         kernel_init = {} if init_scale is None else {"kernel_init": nnx.initializers.normal(init_scale)}
         self.W_x = nnx.Param(normal((D, H1), 2 * D))
         self.W_m = nnx.Param(normal((D, H1), 2 * D))
