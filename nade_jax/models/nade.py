@@ -20,7 +20,14 @@ from flax import nnx
 
 from nade_jax.models.base import DensityModel
 from nade_jax.models.heads import BernoulliHead
-from nade_jax.models.reversible_scan import block_validity, reversible_scan, reversible_weighted_sum, to_blocks
+from nade_jax.models.reversible_scan import (
+    block_carries,
+    block_validity,
+    resolve_block_size,
+    reversible_scan,
+    reversible_weighted_sum,
+    to_blocks,
+)
 from nade_jax.validation import (
     as_batch,
     as_ordering,
@@ -51,22 +58,19 @@ def _readout(activation, pre, V):
 
 
 def _block_log_prob(head, activation, a, params, data):
-    """Log-probabilities of one block of K variables, one variable after another.
+    """Log-probabilities of one block of K variables.
 
     a: (B, H) pre-activation before the block; params: W (K, H), V (K, H, P), bias (K, P),
     optionally rho (K,); data: x (B, K), valid (K,). Returns (B, K), zero where not valid.
-    Each step touches one (B, H) slab, which stays in cache; stacking K such slabs into a
-    (B, K, H) array is what makes a blocked formulation slow on CPU.
+    The K pre-activations come from one masked matmul (``block_carries``); at K = 1, the
+    CPU default, the step works on one cache-resident (B, H) slab.
     """
     x = data["x"]
-    outputs = []
-    for k in range(x.shape[1]):
-        if k:
-            a = a + x[:, k - 1 : k] * params["W"][k - 1]
-        pre = a * params["rho"][k] if "rho" in params else a
-        readout = _readout(activation, pre, params["V"][k]) + params["bias"][k]
-        outputs.append(head.log_prob(readout, x[:, k]))
-    return jnp.stack(outputs, axis=1) * data["valid"]
+    pre = block_carries(a, x, params["W"])  # (K, B, H)
+    if "rho" in params:
+        pre = pre * params["rho"][:, None, None]
+    readout = _readout(activation, pre, params["V"]) + params["bias"][:, None, :]  # (K, B, P)
+    return head.log_prob(readout, x.T).T * data["valid"]
 
 
 def _block_delta(params, data):
@@ -99,9 +103,9 @@ class SharedWeightNADE(DensityModel):
     Parameters (indexed by original variable i): W (D, H), c (H,), V (D, H, P), b (D, P),
     and rho (D,) per step when ``rescale_activation``.
 
-    ``block_size`` is the number of variables handled per scan iteration. 1, the default,
-    is the fastest on CPU: every step then works on one cache-resident (B, H) slab
-    (benchmarks/RESULTS.md has the measurements).
+    ``block_size`` is the number of variables handled per scan iteration, or ``"auto"``
+    (the default): 1 on CPU, where every step then works on one cache-resident (B, H) slab,
+    and ``reversible_scan.ACCELERATOR_BLOCK_SIZE`` on GPU/TPU (benchmarks/RESULTS.md).
     """
 
     def __init__(
@@ -112,13 +116,13 @@ class SharedWeightNADE(DensityModel):
         *,
         activation: str = "sigmoid",
         rescale_activation: bool = False,
-        block_size: int = 1,
+        block_size: int | str = "auto",
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         self.num_inputs = check_positive_int(num_inputs, "num_inputs")
         self.num_hidden = check_positive_int(num_hidden, "num_hidden")
-        self.block_size = min(check_positive_int(block_size, "block_size"), self.num_inputs)
+        self.block_size = resolve_block_size(block_size, self.num_inputs)
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
         self.head = head
         self.data_kind = "binary" if head.binary else "real"
@@ -237,7 +241,7 @@ class BinaryNADE(SharedWeightNADE):
         num_hidden: int,
         *,
         activation: str = "sigmoid",
-        block_size: int = 1,
+        block_size: int | str = "auto",
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
