@@ -55,11 +55,11 @@ def check_arguments(argv: list[str]) -> None:
 def check_eval_config(cfg: DictConfig) -> None:
     for key in ("num_orderings", "chunk_size", "batch_size"):
         value = cfg[key]
-        if not (runs._is_int(value) and value >= 1):
+        if not (runs.is_int(value) and value >= 1):
             raise runs.ConfigError(f"{key} must be an integer >= 1, got {value!r}")
-    if not (runs._is_int(cfg.num_samples) and cfg.num_samples >= 0):
+    if not (runs.is_int(cfg.num_samples) and cfg.num_samples >= 0):
         raise runs.ConfigError(f"num_samples must be an integer >= 0, got {cfg.num_samples!r}")
-    if not runs._is_int(cfg.seed):
+    if not runs.is_int(cfg.seed):
         raise runs.ConfigError(f"seed must be an integer, got {cfg.seed!r}")
 
 
@@ -92,7 +92,7 @@ def _app(cfg: DictConfig) -> None:
     try:
         evaluate_run(cfg)
     except RunError as error:
-        log.error("nade-eval: error: %s", error)
+        log.error("nade-eval: error: %s", " ".join(str(error).split()))
         sys.exit(2)
 
 

@@ -34,8 +34,23 @@ def read_run(run_dir: Path) -> dict:
 
 
 def find_runs(root: Path) -> list[dict]:
+    """Finished runs: those with a test NLL whose status.json (if any) says finished."""
     runs = [read_run(path.parent) for path in sorted(root.rglob("metrics.jsonl"))]
-    return [run for run in runs if "test/nll" in run["metrics"]]
+    return [run for run in runs if "test/nll" in run["metrics"] and _status(run["dir"])[0] in ("finished", None)]
+
+
+def _status(run_dir: Path) -> tuple[str | None, str | None]:
+    try:
+        record = json.loads((run_dir / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None, None
+    return record.get("status"), record.get("reason")
+
+
+def unfinished_runs(root: Path) -> list[tuple[Path, str, str | None]]:
+    """(dir, status, reason) of runs whose status.json says failed, diverged or running."""
+    found = [(path.parent, *_status(path.parent)) for path in sorted(root.rglob("status.json"))]
+    return [(run_dir, status, reason) for run_dir, status, reason in found if status != "finished"]
 
 
 def _fmt(value) -> str:
@@ -45,8 +60,10 @@ def _fmt(value) -> str:
 def build_report(root: Path, out: Path) -> Path:
     """Writes report.md and PNGs for the runs under ``root``; returns the report path."""
     runs = find_runs(root)
+    unfinished = unfinished_runs(root)
     if not runs:
-        raise ValueError(f"no finished runs (metrics.jsonl with test/nll) under {root}")
+        raise ValueError(f"no finished runs (metrics.jsonl with test/nll) under {root}"
+                         + (f"; {len(unfinished)} failed or diverged" if unfinished else ""))
     out.mkdir(parents=True, exist_ok=True)
     label = lambda run: f"{run['choices'].get('model', '?')}/{run['choices'].get('ordering', '?')}"
     lines = [f"# Report: {root}", "", f"{len(runs)} runs.", "",
@@ -80,6 +97,10 @@ def build_report(root: Path, out: Path) -> Path:
         for name, (_, values) in curves.items():
             lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in values) + " |")
         lines += ["", f"![ensemble curves]({curve_png.name})"]
+    if unfinished:  # diverged and failed runs are listed, never mixed in with results
+        lines += ["", "## Runs that did not finish", "", "| run | status | reason |", "|---|---|---|"]
+        lines += [f"| {run_dir.relative_to(root) if run_dir.is_relative_to(root) else run_dir} | {status} | "
+                  f"{(reason or '').replace('|', '/')} |" for run_dir, status, reason in unfinished]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

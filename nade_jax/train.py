@@ -22,11 +22,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from nade_jax import CONFIG_DIR, distributed, evaluate, runs, steps
+from nade_jax import CONFIG_DIR, distributed, evaluate, pretrain, runs, steps
 from nade_jax.checkpoint import Checkpointer
 from nade_jax.data.preprocess import bernoulli_sample, dynamic_binarize
 from nade_jax.loggers import RunLogger, start_wandb
-from nade_jax.optim import make_optimizer
 from nade_jax.runs import ConfigError, Diverged, RunError, TrainState, TrainingPlan
 
 log = logging.getLogger(__name__)
@@ -95,21 +94,29 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                    status.get("status") == "finished" and (run_dir / "summary.json").exists()):
         return report_finished_run(run_dir, status)
 
-    splits = runs.load_data(cfg.data)
-    plan = runs.plan_training(cfg.trainer, len(splits.train))
-    model = runs.build_model(cfg, splits)
-    model.init_from_data(bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
-                         if splits.dynamic_binarization else splits.train)
-    train_ordering = runs.make_ordering(cfg, splits)
-    tx = make_optimizer(cfg.optimizer, plan.total_steps)
-    graphdef, params = nnx.split(model)
-    multiprocess = distributed.process_count() > 1
-    mesh = None if cfg.trainer.devices == 1 and not multiprocess else steps.make_mesh(cfg.trainer.devices)
-    if mesh is not None and plan.batch_size % mesh.size:
-        raise ConfigError(f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}")
-    # [distributed] this process's rows of every global batch (all of them in one process)
-    rows = np.arange(plan.batch_size) if mesh is None else distributed.process_rows(steps.batch_sharding(mesh),
-                                                                                      plan.batch_size)
+    try:
+        splits = runs.load_data(cfg.data)
+        plan = runs.plan_training(cfg.trainer, len(splits.train))
+        model = runs.build_model(cfg, splits)
+        model.init_from_data(bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
+                             if splits.dynamic_binarization else splits.train)
+        if cfg.get("init_from"):  # warm start, or layer-wise pretraining (one more hidden layer)
+            model = pretrain.initialise_from(model, cfg.init_from, init_scale=cfg.model.get("init_scale") or 0.01,
+                                             seed=cfg.seed)
+        train_ordering = runs.make_ordering(cfg, splits)
+        graphdef, params = nnx.split(model)
+        tx = runs.make_checked_optimizer(cfg.optimizer, plan.total_steps, params)
+        multiprocess = distributed.process_count() > 1
+        mesh = None if cfg.trainer.devices == 1 and not multiprocess else steps.make_mesh(cfg.trainer.devices)
+        if mesh is not None and plan.batch_size % mesh.size:
+            raise ConfigError(f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}")
+        # [distributed] this process's rows of every global batch (all of them in one process)
+        rows = np.arange(plan.batch_size) if mesh is None else distributed.process_rows(steps.batch_sharding(mesh),
+                                                                                          plan.batch_size)
+    except ConfigError:
+        raise
+    except ValueError as error:  # the library's own argument checks name the argument
+        raise ConfigError(str(error)) from None
     train_step = steps.make_train_step(graphdef, tx, mesh)
     baseline_val = runs.validation_baseline_nll(splits)
 
@@ -126,8 +133,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 state = restored
                 log.info("resuming from step %d in %s", resumed_from, run_dir)
             with open_logger(cfg, run_dir, resume_step=int(state.step)) as logger:
-                validation_nll = lambda params: evaluate.nll(nnx.merge(graphdef, distributed.local_copy(params)),
-                                                              splits.val, train_ordering, cfg.trainer.eval_batch_size)
+                # Orderless models: the masked-objective estimate (evaluate.validation_nll).
+                validation_nll = lambda params: evaluate.validation_nll(
+                    nnx.merge(graphdef, distributed.local_copy(params)), splits.val, train_ordering,
+                    cfg.trainer.eval_batch_size)
                 state = training_loop(cfg, plan, splits, state, train_step, validation_nll, baseline_val,
                                       train_ordering, checkpointer, logger, rows)
                 best_model = nnx.merge(graphdef, distributed.local_copy(state.best_params))
@@ -212,10 +221,9 @@ def report_final(cfg, model, splits, train_ordering, run_dir: Path, logger: RunL
     result = evaluate.final_evaluation(model, splits, train_ordering, num_orderings=num_orderings or 0,
                                        orderings_seed=cfg.trainer.eval_orderings_seed,
                                        batch_size=cfg.trainer.eval_batch_size)
-    logger.log({k: v for k, v in result.metrics.items() if k in ("test/nll", "test/baseline_nll")}, step)
+    logger.log(dict(result.metrics), step)
     if result.per_ordering:
         logger.log_ordering_table(result.per_ordering, result.ensemble_curve, step)
-        logger.log({k: result.metrics[k] for k in ("test/ensemble_nll", "test/mean_ordering_nll")}, step)
     if cfg.trainer.num_samples and splits.image_shape is not None and distributed.is_main():
         from nade_jax.plots import save_sample_grid
 
@@ -313,7 +321,7 @@ def main(cfg: DictConfig) -> float:
     try:
         metrics = train(cfg, run_dir)
     except RunError as error:
-        failure = (error.status, str(error))
+        failure = (error.status, " ".join(str(error).split()))  # one line, whatever the message
     except Exception as error:
         if not multirun:
             raise  # a bug: show the traceback
