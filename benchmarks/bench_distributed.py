@@ -71,14 +71,32 @@ def run_setting(model: str, steps_count: int, batch: int, devices: int, processe
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     port = str(free_port())
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, model, str(steps_count), str(batch), str(devices),
-                                 str(i), str(processes), port], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for i in range(processes)]
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                model,
+                str(steps_count),
+                str(batch),
+                str(devices),
+                str(i),
+                str(processes),
+                port,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(processes)
+    ]
     outputs = [w.communicate(timeout=900) for w in workers]
-    for worker, (out, err) in zip(workers, outputs):
+    for worker, (_out, err) in zip(workers, outputs, strict=True):
         if worker.returncode:
             raise RuntimeError(err[-2000:])
-    line = next(l for l in outputs[0][0].splitlines() if l.startswith("MS"))
+    line = next(text for text in outputs[0][0].splitlines() if text.startswith("MS"))
     return float(line.split()[1])
 
 
@@ -89,9 +107,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    settings = {"1 process, 1 device": (1, 1), "1 process, 2 devices": (2, 1), "2 processes (gloo), 1 device each": (1, 2)}
-    print(f"model {args.model} D=784, batch {args.batch}, {args.steps} timed steps, median of {args.repeats} repeats; "
-          f"XLA_FLAGS unset except the host device count; {os.cpu_count()} CPUs")
+    settings = {
+        "1 process, 1 device": (1, 1),
+        "1 process, 2 devices": (2, 1),
+        "2 processes (gloo), 1 device each": (1, 2),
+    }
+    print(
+        f"model {args.model} D=784, batch {args.batch}, {args.steps} timed steps, median of {args.repeats} repeats; "
+        f"XLA_FLAGS unset except the host device count; {os.cpu_count()} CPUs"
+    )
     results = {}
     for _ in range(args.repeats):  # interleaved, so that load drifts hit every setting alike
         for name, (devices, processes) in settings.items():
@@ -99,8 +123,10 @@ def main() -> None:
     baseline = sorted(results["1 process, 1 device"])[len(results["1 process, 1 device"]) // 2]
     for name, times in results.items():
         median = sorted(times)[len(times) // 2]
-        print(f"{name:38s} {median:8.1f} ms/step  x{median / baseline:5.2f} vs 1 process/1 device  "
-              f"(runs: {', '.join(f'{t:.1f}' for t in times)})")
+        print(
+            f"{name:38s} {median:8.1f} ms/step  x{median / baseline:5.2f} vs 1 process/1 device  "
+            f"(runs: {', '.join(f'{t:.1f}' for t in times)})"
+        )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     if num_devices is not None and not 1 <= num_devices <= per_process:
         raise ValueError(f"trainer.devices must be in [1, {per_process}] (devices per process), got {num_devices}")
     count = per_process if num_devices is None else num_devices
-    by_process = {}
+    by_process: dict[int, list[jax.Device]] = {}
     for device in jax.devices():
         by_process.setdefault(device.process_index, []).append(device)
     devices = [device for index in sorted(by_process) for device in by_process[index][:count]]
@@ -78,7 +78,7 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, replicated(mesh))
 
 
-def _takes_rows(model) -> bool:
+def _takes_rows(model: nnx.Module) -> bool:
     """Whether the model's ``loss`` takes ``rows`` (the global batch indices of its rows):
     models that draw per-example randomness do."""
     return "rows" in inspect.signature(type(model).loss).parameters

@@ -35,16 +35,23 @@ def compose_config(overrides):
 # ---------------------------------------------------------------------------------------
 # Config checks: one line naming the key, before any work.
 
+
 @pytest.mark.parametrize(
-    "overrides, message",
+    ("overrides", "message"),
     [
         (["distributed.coordinator_address=localhost"], "distributed.coordinator_address must be host:port"),
-        (["distributed.coordinator_address=127.0.0.1:1", "distributed.num_processes=2"],
-         "distributed.process_id must be set as well as distributed.coordinator_address"),
-        (["distributed.num_processes=2", "distributed.process_id=0"],
-         "distributed.coordinator_address must be set as well as distributed.num_processes"),
-        (["distributed.coordinator_address=127.0.0.1:1", "distributed.num_processes=2", "distributed.process_id=2"],
-         r"distributed.process_id must be in \[0, 1\] for num_processes=2, got 2"),
+        (
+            ["distributed.coordinator_address=127.0.0.1:1", "distributed.num_processes=2"],
+            "distributed.process_id must be set as well as distributed.coordinator_address",
+        ),
+        (
+            ["distributed.num_processes=2", "distributed.process_id=0"],
+            "distributed.coordinator_address must be set as well as distributed.num_processes",
+        ),
+        (
+            ["distributed.coordinator_address=127.0.0.1:1", "distributed.num_processes=2", "distributed.process_id=2"],
+            r"distributed.process_id must be in \[0, 1\] for num_processes=2, got 2",
+        ),
         (["distributed.num_processes=0"], "distributed.num_processes must be an integer >= 1 or null, got 0"),
         (["distributed.auto=yes"], "distributed.auto must be true or false, got 'yes'"),
         (["distributed.heartbeat_timeout=0"], r"distributed.heartbeat_timeout must be an integer >= 1 \(seconds\)"),
@@ -59,22 +66,27 @@ def test_bad_distributed_values_name_the_key(tmp_path, overrides, message):
 def test_distributed_is_off_by_default():
     cfg = compose_config([])
     distributed.check(cfg.distributed)
-    assert not distributed.enabled(cfg.distributed) and distributed.process_count() == 1 and distributed.is_main()
+    assert not distributed.enabled(cfg.distributed)
+    assert distributed.process_count() == 1
+    assert distributed.is_main()
 
 
 # ---------------------------------------------------------------------------------------
 # Per-example randomness: a slice of the batch draws what the whole batch draws there.
+
 
 def test_masks_and_binarisation_of_a_batch_slice_are_those_of_the_whole_batch():
     key, D = jax.random.key(3), 20
     whole = np.asarray(random_masks(key, 8, D))
     halves = [np.asarray(random_masks(key, 4, D, rows=np.arange(4) + start)) for start in (0, 4)]
     np.testing.assert_array_equal(np.concatenate(halves), whole)
-    assert 0 < whole.sum() < whole.size and len({tuple(r) for r in whole}) == 8  # rows differ
+    assert 0 < whole.sum() < whole.size
+    assert len({tuple(r) for r in whole}) == 8
     probs = np.random.default_rng(0).random((8, D)).astype(np.float32)
     images = np.asarray(dynamic_binarize(key, probs))
     np.testing.assert_array_equal(
-        np.concatenate([np.asarray(dynamic_binarize(key, probs[s:s + 4], np.arange(4) + s)) for s in (0, 4)]), images)
+        np.concatenate([np.asarray(dynamic_binarize(key, probs[s : s + 4], np.arange(4) + s)) for s in (0, 4)]), images
+    )
     assert abs(images.mean() - probs.mean()) < 0.15
 
 
@@ -130,15 +142,20 @@ EVERY_FAMILY = textwrap.dedent(
 def test_every_model_family_trains_the_same_on_one_and_two_devices():
     names = sorted(p.stem for p in Path(CONF, "model").glob("*.yaml"))
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", EVERY_FAMILY, CONF, *names], env=env, capture_output=True,
-                            text=True, timeout=500)
+    result = subprocess.run(
+        [sys.executable, "-c", EVERY_FAMILY, CONF, *names], env=env, capture_output=True, text=True, timeout=500
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = {line.split()[1]: list(map(float, line.split()[2:])) for line in result.stdout.splitlines()
-            if line.startswith("RESULT")}
+    rows = {
+        line.split()[1]: list(map(float, line.split()[2:]))
+        for line in result.stdout.splitlines()
+        if line.startswith("RESULT")
+    }
     assert set(rows) == set(names), result.stdout
     for name, (loss_error, param_error, moved) in rows.items():
         # Same masks and batches: the devices differ only in the summation order of the mean.
-        assert loss_error < 1e-4 and param_error < 1e-5, (name, loss_error, param_error)
+        assert loss_error < 1e-4, (name, loss_error)
+        assert param_error < 1e-5, (name, param_error)
         assert moved > 1e-4, name  # the steps did train
 
 
@@ -159,12 +176,26 @@ def start_processes(args, run_dir, cwd, heartbeat=10):
     port = free_port()
     env = {**os.environ, **ENV}
     env.pop("XLA_FLAGS", None)  # one CPU device per process
-    common = [*args, f"hydra.run.dir={run_dir}", f"distributed.coordinator_address=127.0.0.1:{port}",
-              "distributed.num_processes=2", f"distributed.heartbeat_timeout={heartbeat}",
-              "distributed.initialization_timeout=120", "distributed.shutdown_timeout=30"]
-    logs = [open(Path(cwd) / f"{Path(run_dir).name}_process{i}.log", "w") for i in range(2)]
-    return [subprocess.Popen([sys.executable, "-m", "nade_jax.train", *common, f"distributed.process_id={i}"],
-                             cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT) for i, log in enumerate(logs)]
+    common = [
+        *args,
+        f"hydra.run.dir={run_dir}",
+        f"distributed.coordinator_address=127.0.0.1:{port}",
+        "distributed.num_processes=2",
+        f"distributed.heartbeat_timeout={heartbeat}",
+        "distributed.initialization_timeout=120",
+        "distributed.shutdown_timeout=30",
+    ]
+    logs = [open(Path(cwd) / f"{Path(run_dir).name}_process{i}.log", "w") for i in range(2)]  # noqa: SIM115 (the processes outlive this call)
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "nade_jax.train", *common, f"distributed.process_id={i}"],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for i, log in enumerate(logs)
+    ]
 
 
 def run_two_processes(args, run_dir, cwd, timeout=400):
@@ -177,9 +208,14 @@ def run_two_processes(args, run_dir, cwd, timeout=400):
 
 def run_one_process(args, run_dir, cwd, devices):
     env = {**os.environ, **ENV, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    result = subprocess.run([sys.executable, "-m", "nade_jax.train", *args, f"trainer.devices={devices}",
-                             f"hydra.run.dir={run_dir}"], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=400)
+    result = subprocess.run(
+        [sys.executable, "-m", "nade_jax.train", *args, f"trainer.devices={devices}", f"hydra.run.dir={run_dir}"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -192,8 +228,15 @@ def summary(run_dir):
     return json.loads((Path(run_dir) / "summary.json").read_text())
 
 
-COMMON = ["logger=none", "trainer.max_steps=30", "trainer.eval_every=10", "trainer.checkpoint_every=10",
-          "trainer.batch_size=50", "trainer.num_samples=4", "trainer.progress=false"]
+COMMON = [
+    "logger=none",
+    "trainer.max_steps=30",
+    "trainer.eval_every=10",
+    "trainer.checkpoint_every=10",
+    "trainer.batch_size=50",
+    "trainer.num_samples=4",
+    "trainer.progress=false",
+]
 MODELS = {
     "nade": ["model=nade", "model.num_hidden=16"],
     # dynamic binarisation would need mnist5k; the orderless masks are the per-example randomness here
@@ -228,8 +271,17 @@ def test_two_processes_train_like_one_process_with_two_devices_and_with_one(tmp_
 
 @pytest.mark.slow
 def test_a_killed_process_stops_the_other_and_both_resume_where_an_uninterrupted_run_ends(tmp_path):
-    args = ["logger=none", "model=nade", "model.num_hidden=16", "trainer.max_steps=600", "trainer.eval_every=100",
-            "trainer.checkpoint_every=50", "trainer.patience=null", "trainer.num_samples=0", "trainer.progress=false"]
+    args = [
+        "logger=none",
+        "model=nade",
+        "model.num_hidden=16",
+        "trainer.max_steps=600",
+        "trainer.eval_every=100",
+        "trainer.checkpoint_every=50",
+        "trainer.patience=null",
+        "trainer.num_samples=0",
+        "trainer.progress=false",
+    ]
     killed, full = tmp_path / "killed", tmp_path / "full"
     processes = start_processes(args, killed, tmp_path, heartbeat=10)
     deadline = time.time() + 300
@@ -246,10 +298,12 @@ def test_a_killed_process_stops_the_other_and_both_resume_where_an_uninterrupted
     assert waited < 60, waited  # heartbeat_timeout 10 s
     print(f"survivor exited with {code} {waited:.1f} s after the kill")
     saved = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
-    assert saved and saved[-1] < 600, saved
+    assert saved, "no checkpoint before the kill"
+    assert saved[-1] < 600, saved
 
     logs = run_two_processes(args, killed, tmp_path)
-    assert "resuming from step" in logs[0] and "resuming from step" in logs[1]
+    assert "resuming from step" in logs[0]
+    assert "resuming from step" in logs[1]
     run_one_process(args, full, tmp_path, devices=1)
     a, run = final_params(killed)
     b, _ = final_params(full)
