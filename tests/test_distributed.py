@@ -118,7 +118,9 @@ EVERY_FAMILY = textwrap.dedent(
         model.init_from_data(splits.train)
         ordering = runs.make_ordering(cfg, splits)
         graphdef, params0 = nnx.split(model)
-        tx = optax.sgd(0.05)  # Adam would turn rounding-level gradients into full-size steps
+        # Adam would turn rounding-level gradients into full-size steps; clipping keeps the
+        # real-valued MoG models' first steps (gradients ~1e3) from amplifying rounding
+        tx = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.05))
         results = []
         for devices in (2, 1):
             mesh = steps.make_mesh(devices)
@@ -133,8 +135,9 @@ EVERY_FAMILY = textwrap.dedent(
                             [np.asarray(v) for v in jax.tree.leaves(params0)]))
         (loss_2, params_2, start), (loss_1, params_1, _) = results
         moved = max(float(np.max(np.abs(a - b))) for a, b in zip(params_1, start))
-        param_error = max(float(np.max(np.abs(a - b))) for a, b in zip(params_2, params_1))
-        print("RESULT", name, float(np.max(np.abs(loss_2 - loss_1))), param_error, moved, flush=True)
+        scaled = [np.max(np.abs(a - b)) / max(1.0, np.max(np.abs(b))) for a, b in zip(params_2, params_1)]
+        param_error = float(max(scaled))
+        print("RESULT", name, float(np.max(np.abs(loss_2 - loss_1) / np.abs(loss_1))), param_error, moved, flush=True)
     """
 )
 
@@ -152,9 +155,10 @@ def test_every_model_family_trains_the_same_on_one_and_two_devices():
         if line.startswith("RESULT")
     }
     assert set(rows) == set(names), result.stdout
+    print("\n".join(line for line in result.stdout.splitlines() if line.startswith("RESULT")))
     for name, (loss_error, param_error, moved) in rows.items():
         # Same masks and batches: the devices differ only in the summation order of the mean.
-        assert loss_error < 1e-4, (name, loss_error)
+        assert loss_error < 1e-6, (name, loss_error)  # relative
         assert param_error < 1e-5, (name, param_error)
         assert moved > 1e-4, name  # the steps did train
 
