@@ -28,6 +28,7 @@ from flax.training.early_stopping import EarlyStopping
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nade_jax import data as data_lib
+from nade_jax import distributed
 from nade_jax import orderings
 from nade_jax.checkpoint import Checkpointer
 from nade_jax.models import DensityModel, check_model
@@ -215,8 +216,6 @@ STATUS_FILE = "status.json"
 def write_status(run_dir: Path, status: str, reason: str | None = None, **extra) -> None:
     """Writes ``run_dir/status.json`` atomically (a kill leaves the old or the new file);
     in a multi-process run, process 0 only."""
-    from nade_jax import distributed
-
     if not distributed.is_main():
         return
     record = {"status": status, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
@@ -236,8 +235,6 @@ def read_status(run_dir: Path) -> dict | None:
 def record_job(hydra_cfg, run_dir: Path, status: str, reason: str | None) -> None:
     """In a multirun, records one job's outcome for the end-of-sweep summary
     (``<sweep dir>/.jobs/<job number>.json``; works the same in launcher worker processes)."""
-    from nade_jax import distributed
-
     if hydra_cfg.mode != hydra.types.RunMode.MULTIRUN or not distributed.is_main():
         return
     jobs = Path(hydra_cfg.sweep.dir) / ".jobs"
