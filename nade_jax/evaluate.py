@@ -11,8 +11,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from nade_jax import steps
 from nade_jax import orderings as ordering_lib
+from nade_jax import profiles as profile_lib
+from nade_jax import steps
 from nade_jax.data import independent_baseline_nll
 from nade_jax.orderings import log_prob_per_ordering
 
@@ -73,6 +74,22 @@ def ordering_report(model, x: np.ndarray, orderings, names: list[str], batch_siz
     return per_ordering, curve
 
 
+def position_profiles(model, x: np.ndarray, named_orderings: dict, batch_size: int = 1000,
+                      chunk_size: int = 16) -> dict[str, dict]:
+    """Exact test NLL and per-position profile under each named ordering, from one pass.
+
+    Returns {name: {"ordering": (D,) list, "nll": mean NLL, "nll_per_position": (D,) list of
+    mean −log p(x_{o_d} | x_{o_<d}) in ordering order (it sums to "nll")}}.
+    """
+    names = list(named_orderings)
+    named_orderings = {name: ordering_lib.identity(model.num_inputs) if o is None else o
+                       for name, o in named_orderings.items()}
+    log_p, profile = profile_lib.ordering_profiles(
+        model, x, jax.numpy.stack([jax.numpy.asarray(named_orderings[n]) for n in names]), batch_size, chunk_size)
+    return {name: {"ordering": np.asarray(named_orderings[name]).tolist(), "nll": float(-log_p[k].mean()),
+                   "nll_per_position": profile[k].tolist()} for k, name in enumerate(names)}
+
+
 @dataclasses.dataclass
 class FinalEvaluation:
     """The figures of one final evaluation on the test split.
@@ -81,11 +98,14 @@ class FinalEvaluation:
     (independent per-dimension model) and, when orderings were evaluated,
     ``test/ensemble_nll`` (the K-ordering ensemble) and ``test/mean_ordering_nll``.
     ``per_ordering``: {ordering name: NLL}; ``ensemble_curve``: {k: NLL of the first k}.
+    ``profiles``: ``position_profiles`` of the training ordering (first) and of the named
+    evaluation orderings.
     """
 
     metrics: dict[str, float]
     per_ordering: dict[str, float]
     ensemble_curve: dict[int, float]
+    profiles: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     def line(self) -> str:
         """One human line with the headline figures."""
@@ -99,15 +119,21 @@ class FinalEvaluation:
 
 
 def final_evaluation(model, splits, train_ordering, *, num_orderings: int, orderings_seed: int,
-                     batch_size: int = 1000, chunk_size: int = 16) -> FinalEvaluation:
+                     batch_size: int = 1000, chunk_size: int = 16, train_ordering_name: str = "train",
+                     named_orderings: dict | None = None) -> FinalEvaluation:
     """The end-of-run evaluation protocol on ``splits.test``.
 
     Exact test NLL under ``train_ordering`` and the independent baseline; with
     ``num_orderings`` K > 0, also the NLL under each of the fixed evaluation orderings
-    (``evaluation_orderings``) and of their ensembles of 1, 2, 4, … K.
+    (``evaluation_orderings``) and of their ensembles of 1, 2, 4, … K. The per-position
+    profiles of the training ordering and of ``named_orderings`` ({name: (D,)}, e.g. the
+    orderings the fixed-order runs of a sweep were trained on) come from the same pass as
+    their NLLs.
     """
+    named = {train_ordering_name: train_ordering, **(named_orderings or {})}
+    profiles = position_profiles(model, splits.test, named, batch_size, chunk_size)
     metrics = {
-        "test/nll": nll(model, splits.test, train_ordering, batch_size),
+        "test/nll": profiles[train_ordering_name]["nll"],
         "test/baseline_nll": float(independent_baseline_nll(splits)),
     }
     per_ordering, curve = {}, {}
@@ -116,4 +142,4 @@ def final_evaluation(model, splits, train_ordering, *, num_orderings: int, order
         per_ordering, curve = ordering_report(model, splits.test, eval_orderings, names, batch_size, chunk_size)
         metrics["test/ensemble_nll"] = curve[max(curve)]
         metrics["test/mean_ordering_nll"] = float(np.mean(list(per_ordering.values())))
-    return FinalEvaluation(metrics, per_ordering, curve)
+    return FinalEvaluation(metrics, per_ordering, curve, profiles)

@@ -209,6 +209,11 @@ class OrderlessNADE(DensityModel):
         Returns:
           (B,) log-probabilities (log-densities for the MoG head).
         """
+        return self._log_prob_terms(x, ordering).sum(axis=1)
+
+    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+        """(B, D) log p(x_{o_d} | x_{o_<d}) in ordering order, the terms ``log_prob`` sums
+        (the incremental pass it documents)."""
         x = as_batch(x, self.num_inputs, self._dtype())
         ordering = as_ordering(ordering, self.num_inputs)
         K = self.block_size
@@ -217,20 +222,20 @@ class OrderlessNADE(DensityModel):
         valid = block_validity(self.num_inputs, K, x.dtype)
         strictly_lower = jnp.tri(K, k=-1, dtype=x.dtype)  # [k, j] = 1 where j < k
 
-        def step(carry, block):
-            a, total = carry  # (B, H_1) pre-activation with every earlier block observed
+        def step(a, block):
+            # a (B, H_1): the pre-activation with every earlier block observed
             p, xb, vb = block  # xb (B, K)
             # Block-position-major (K, B, ·) layout: the read-out einsum then batches over a
             # leading K and needs no transpose of the (K, B, H_L) hidden states.
             masked = strictly_lower[:, None, :] * xb[None, :, :]  # (K, B, K): x_j for j < k
             pre = a[None] + masked @ p["W_x"] + (strictly_lower @ p["W_m"])[:, None, :]  # (K, B, H_1)
             outputs = jnp.einsum("kbh,khp->kbp", self._upper(pre), p["V"]) + p["b"][:, None, :]
-            total = total + jnp.sum(self.head.log_prob(outputs, xb.T) * vb[:, None], axis=0)
-            return (a + xb @ p["W_x"] + p["W_m"].sum(axis=0), total), None
+            log_probs = self.head.log_prob(outputs, xb.T) * vb[:, None]  # (K, B), zero where padded
+            return a + xb @ p["W_x"] + p["W_m"].sum(axis=0), log_probs
 
         a0 = jnp.broadcast_to(self.c[...], (x.shape[0], self.hidden[0])).astype(x.dtype)
-        (_, total), _ = jax.lax.scan(step, (a0, jnp.zeros(x.shape[0], x.dtype)), (params, x_blocks, valid))
-        return total
+        _, log_probs = jax.lax.scan(step, a0, (params, x_blocks, valid))  # (nb, K, B)
+        return log_probs.reshape(-1, x.shape[0]).T[:, : self.num_inputs]
 
     def sample(self, key: jax.Array, num_samples: int, ordering: jax.Array | None = None) -> jax.Array:
         """Draws (num_samples, D) samples from the distribution ``log_prob`` scores.
