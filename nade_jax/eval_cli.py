@@ -47,10 +47,25 @@ def check_arguments(argv: list[str]) -> None:
         _fail("run_dir is required: nade-eval run_dir=<a nade-train run dir>")
     # Hydra's output dir is inside run_dir: refuse a wrong run_dir before Hydra creates it.
     for arg in overrides:
-        key, _, value = arg.partition("=")
-        for run_dir in value.split(",") if key.lstrip("+") == "run_dir" else []:
+        if arg.partition("=")[0].lstrip("+") != "run_dir":
+            continue
+        for run_dir in _run_dir_values(arg):
             if not (Path(run_dir) / "config.yaml").is_file():
                 _fail(f"run_dir must be a nade-train run dir holding config.yaml, got {run_dir!r}")
+
+
+def _run_dir_values(arg: str) -> list[str]:
+    """The run dir(s) of a ``run_dir=...`` override, parsed as Hydra parses it: a quoted
+    path may hold the commas and '=' of multirun dir names (``run_dir='multirun/…/0_a=1,b=2'``),
+    an unquoted comma list is a sweep."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        override = OverridesParser.create().parse_override(arg)
+    except Exception:  # Hydra reports the syntax error itself
+        return []
+    values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+    return [str(v) for v in values]
 
 
 def check_eval_config(cfg: DictConfig) -> None:
@@ -60,6 +75,8 @@ def check_eval_config(cfg: DictConfig) -> None:
             raise runs.ConfigError(f"{key} must be an integer >= 1, got {value!r}")
     if not (runs._is_int(cfg.num_samples) and cfg.num_samples >= 0):
         raise runs.ConfigError(f"num_samples must be an integer >= 0, got {cfg.num_samples!r}")
+    if not isinstance(cfg.get("log_to_run", True), bool):
+        raise runs.ConfigError(f"log_to_run must be true or false, got {cfg.log_to_run!r}")
     if not runs._is_int(cfg.seed):
         raise runs.ConfigError(f"seed must be an integer, got {cfg.seed!r}")
 

@@ -392,11 +392,15 @@ def _data_section(data: str, runs: list[Run], out: Path, chosen: list[str] | Non
                                    "the NLL of the d-th conditional. Solid: NADE trained on the ordering; dashed: the "
                                    "orderless model evaluated on it."))
         if image_shape is not None:
-            maps = {label.replace(" · ", "\n"): heat_maps({"o": {"nll_per_position": values, "ordering": perms[label.split(" · ")[-1]]}})["o"]
-                    for label, values in profiles.items()}
+            # One row per model, one column per ordering.
+            shown = [o for o in chosen if o in perms]
+            labels = sorted(profiles, key=lambda k: ("orderless" in k, k.rsplit(" · ", 1)[0], shown.index(k.rsplit(" · ", 1)[1])))
+            by_pixel = heat_maps({label: {"nll_per_position": profiles[label], "ordering": perms[label.rsplit(" · ", 1)[1]]}
+                                  for label in labels})
+            maps = {label.replace(" · ", "\n"): by_pixel[label] for label in labels}
             plots.save_heat_maps(maps, image_shape, out / f"{tag}_heat_maps.png",
                                  f"{data}: NLL of each pixel when it is predicted (mean over seeds)",
-                                 columns=min(len(maps), max(len(chosen), 1) if len(maps) > len(chosen) else len(maps)))
+                                 columns=len(shown) if len(shown) > 1 else min(len(maps), 4))
             section["figures"].append(("Pixel heat maps", out / f"{tag}_heat_maps.png",
                                        "The test NLL of each pixel when it is predicted under the ordering: pixels "
                                        "predicted early carry their marginal entropy, late ones are nearly free."))

@@ -178,7 +178,8 @@ def test_tiny_real_sweep_report_and_wandb(tmp_path):
     # model.hidden / model.num_hidden exist in only one model config each: set them per model.
     _run([python, "-m", "nade_jax.train", "-m", models, "ordering=identity,reverse", "seed=0,1",
           *[t for t in TINY if not t.startswith("model.")],
-          "trainer.eval_orderings=[{kind:identity,seed:0},{kind:reverse,seed:0}]", f"hydra.sweep.dir={sweep}"],
+          "trainer.eval_orderings=[{kind:identity,seed:0},{kind:reverse,seed:0}]", f"hydra.sweep.dir={sweep}",
+          "hydra.sweep.subdir=${hydra.job.num}_${hydra.job.override_dirname}"],
          cwd=tmp_path)
     statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/status.json")}
     assert sorted(statuses.values()) == ["finished"] * 6 + ["skipped"] * 2, statuses
@@ -199,7 +200,7 @@ def test_tiny_real_sweep_report_and_wandb(tmp_path):
     assert text.count("collapsed: orderless_nade is trained over all orderings") == 2
 
     # nade-eval logs into the W&B run it evaluates (offline: a second attempt with the same id).
-    _run([python, "-m", "nade_jax.eval_cli", f"run_dir={orderless[0]}", "num_orderings=4", "num_samples=0"], cwd=tmp_path)
+    _run([python, "-m", "nade_jax.eval_cli", f"run_dir='{orderless[0]}'", "num_orderings=4", "num_samples=0"], cwd=tmp_path)
     attempts = sorted((orderless[0] / "wandb").glob("offline-run-*"))
     assert len(attempts) == 2 and len({a.name.rsplit("-", 1)[-1] for a in attempts}) == 1
     train_dump, eval_dump = _wandb_records(orderless[0])
