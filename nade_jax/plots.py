@@ -188,7 +188,8 @@ def save_profiles(profiles: dict[str, np.ndarray], path: Path, title: str) -> Pa
         style = "--" if "orderless" in label else "-"
         cumulative.plot(d, np.cumsum(profile), style, color=colour, label=label, linewidth=1.4)
         window = min(5, len(profile))
-        smooth = np.convolve(profile, np.ones(window) / window, mode="same")
+        kernel = np.ones(window)
+        smooth = np.convolve(profile, kernel, mode="same") / np.convolve(np.ones_like(profile), kernel, mode="same")
         local.plot(d, smooth, style, color=colour, linewidth=1.2)
     cumulative.set_xlabel("position d along the ordering")
     cumulative.set_ylabel("cumulative NLL Σ_{d'≤d} (nats)")

@@ -402,8 +402,9 @@ def _data_section(data: str, runs: list[Run], out: Path, chosen: list[str] | Non
                                  f"{data}: NLL of each pixel when it is predicted (mean over seeds)",
                                  columns=len(shown) if len(shown) > 1 else min(len(maps), 4))
             section["figures"].append(("Pixel heat maps", out / f"{tag}_heat_maps.png",
-                                       "The test NLL of each pixel when it is predicted under the ordering: pixels "
-                                       "predicted early carry their marginal entropy, late ones are nearly free."))
+                                       "The test NLL of each pixel when it is predicted under the ordering (one row "
+                                       "per model, one column per ordering, one colour scale); each panel sums to "
+                                       "that model's test NLL under that ordering."))
     section["samples"] = _sample_grids(runs)
     return section
 
