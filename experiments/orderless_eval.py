@@ -31,11 +31,15 @@ from nade_jax.orderings import log_prob_per_ordering
 
 
 def restore(run_dir: Path):
-    try:  # the runner's restore moves from train.py to runs.py with the runner restructure
+    """(model with the best parameters, splits, config) of a finished run."""
+    try:
         from nade_jax.runs import restore_run
-    except ImportError:
+    except ImportError:  # the runner before its restructure (commit 37f5d6f), which made the mnist5k runs
         from nade_jax.train import restore_run
-    return restore_run(run_dir)
+
+        return restore_run(run_dir)
+    run = restore_run(run_dir)
+    return run.model, run.splits, run.cfg
 
 
 def per_ordering_log_probs(model, x, orderings, batch_size=500, chunk=16, deadline=None):

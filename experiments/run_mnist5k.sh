@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 mkdir -p outputs/mnist5k
 for name in "$@"; do
   start=$(date +%s)
-  nice -n 10 nade-train +experiment="$name" logger=none trainer.progress=false \
+  nice -n 10 nade-train experiment="$name" logger=none trainer.progress=false \
     hydra.run.dir="outputs/mnist5k/$name" > "outputs/mnist5k/$name.log" 2>&1
   rc=$?
   printf '%s\t%s\t%s\t%s\n' "$name" "$(( $(date +%s) - start ))" "$rc" "$(date -u +%H:%M:%S)" >> outputs/mnist5k/times.tsv

@@ -151,7 +151,7 @@ def _app(cfg: DictConfig) -> None:
     try:
         evaluate_run(cfg)
     except RunError as error:
-        log.error("nade-eval: error: %s", error)
+        log.error("nade-eval: error: %s", " ".join(str(error).split()))
         sys.exit(2)
 
 

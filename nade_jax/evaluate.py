@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -37,20 +38,64 @@ def ensemble_sizes(num_orderings: int) -> list[int]:
     return sizes + ([num_orderings] if sizes[-1] != num_orderings else [])
 
 
-def evaluation_orderings(num_inputs: int, num_orderings: int, seed: int) -> tuple[list[str], jax.Array]:
-    """The fixed evaluation set: identity, reverse, then random orderings from ``seed``.
+# The papers' protocol for orderless models (Uria et al. 2014 and the reference code): the
+# single-ordering figure is the mean ± s.e. over this many random orderings, and model
+# selection uses the masked objective averaged over this many fixed mask draws.
+NUM_SINGLE_ORDERINGS = 10
+NUM_MASK_DRAWS = 16
 
-    The same (D, K, seed) gives the same set in every run, so per-ordering results line up
-    across a sweep.
+
+def evaluation_orderings(num_inputs: int, num_orderings: int, seed: int, model=None) -> tuple[list[str], jax.Array]:
+    """The K evaluation orderings of an orderless model: uniformly random permutations,
+    ordering i drawn from ``fold_in(key(seed), i)`` and named ``random_i``. The same seed
+    gives the same orderings in every run of a sweep, and the first k are the same for every
+    K (so nade-train's K = 16 and nade-eval's K = 128 share their first 16). When ``model``
+    has its own set (``model.evaluation_orderings(K)``, e.g. MADE's training masks), those,
+    named ``mask_i``. Identity and reverse are not among them (``named_orderings``).
     """
-    named = [("identity", ordering_lib.identity(num_inputs)), ("reverse", ordering_lib.reverse(num_inputs))]
-    named = named[:num_orderings]
-    extra = num_orderings - len(named)
-    names = [n for n, _ in named] + [f"eval_random_{i}" for i in range(extra)]
-    rows = [o for _, o in named]
-    if extra:
-        rows += list(ordering_lib.random_batch(jax.random.key(seed), extra, num_inputs))
-    return names, jax.numpy.stack(rows)
+    own = None if model is None else model.evaluation_orderings(num_orderings)
+    if own is not None:
+        return [f"mask_{i}" for i in range(len(own))], jax.numpy.asarray(own)
+    key = jax.random.key(seed)
+    rows = jax.vmap(lambda i: ordering_lib.random(jax.random.fold_in(key, i), num_inputs))(
+        jax.numpy.arange(num_orderings))
+    return [f"random_{i}" for i in range(num_orderings)], rows
+
+
+def named_orderings(num_inputs: int) -> dict[str, jax.Array]:
+    """Identity and reverse: reported beside the random-ordering figures, labelled as such."""
+    return {"identity": ordering_lib.identity(num_inputs), "reverse": ordering_lib.reverse(num_inputs)}
+
+
+@functools.cache
+def _loss_fn(graphdef: nnx.GraphDef):
+    return jax.jit(lambda params, x, key: nnx.merge(graphdef, params).loss(x, key))
+
+
+def masked_nll_estimate(model, x: np.ndarray, num_draws: int = NUM_MASK_DRAWS, seed: int = 0,
+                        batch_size: int = 1000) -> float:
+    """The reference's validation estimate for orderless models: the training objective
+    (an unbiased estimate of the NLL averaged over orderings) averaged over ``num_draws``
+    mask draws. The draws come from ``seed`` only, so every evaluation of a run, and every
+    run, sees the same masks."""
+    graphdef, state = nnx.split(model)
+    fn = _loss_fn(graphdef)
+    total = 0.0
+    for draw in range(num_draws):
+        key = jax.random.fold_in(jax.random.key(seed), draw)
+        for i in range(0, len(x), batch_size):
+            rows = x[i : i + batch_size]
+            total += float(fn(state, rows, jax.random.fold_in(key, i))) * len(rows)
+    return total / (num_draws * len(x))
+
+
+def validation_nll(model, x: np.ndarray, train_ordering, batch_size: int = 1000) -> float:
+    """The model-selection figure (early stopping, best checkpoint, sweeper objective):
+    for orderless models the masked-objective estimate over ``NUM_MASK_DRAWS`` fixed draws;
+    for fixed-order models the exact NLL under the training ordering."""
+    if model.is_orderless:
+        return masked_nll_estimate(model, x, batch_size=batch_size)
+    return nll(model, x, train_ordering, batch_size)
 
 
 def ordering_report(model, x: np.ndarray, orderings, names: list[str], batch_size: int = 1000,
@@ -74,19 +119,19 @@ def ordering_report(model, x: np.ndarray, orderings, names: list[str], batch_siz
     return per_ordering, curve
 
 
-def position_profiles(model, x: np.ndarray, named_orderings: dict, batch_size: int = 1000,
+def position_profiles(model, x: np.ndarray, by_name: dict, batch_size: int = 1000,
                       chunk_size: int = 16) -> dict[str, dict]:
     """Exact test NLL and per-position profile under each named ordering, from one pass.
 
     Returns {name: {"ordering": (D,) list, "nll": mean NLL, "nll_per_position": (D,) list of
     mean −log p(x_{o_d} | x_{o_<d}) in ordering order (it sums to "nll")}}.
     """
-    names = list(named_orderings)
-    named_orderings = {name: ordering_lib.identity(model.num_inputs) if o is None else o
-                       for name, o in named_orderings.items()}
+    names = list(by_name)
+    by_name = {name: ordering_lib.identity(model.num_inputs) if o is None else o
+                       for name, o in by_name.items()}
     log_p, profile = profile_lib.ordering_profiles(
-        model, x, jax.numpy.stack([jax.numpy.asarray(named_orderings[n]) for n in names]), batch_size, chunk_size)
-    return {name: {"ordering": np.asarray(named_orderings[name]).tolist(), "nll": float(-log_p[k].mean()),
+        model, x, jax.numpy.stack([jax.numpy.asarray(by_name[n]) for n in names]), batch_size, chunk_size)
+    return {name: {"ordering": np.asarray(by_name[name]).tolist(), "nll": float(-log_p[k].mean()),
                    "nll_per_position": profile[k].tolist()} for k, name in enumerate(names)}
 
 
@@ -94,9 +139,13 @@ def position_profiles(model, x: np.ndarray, named_orderings: dict, batch_size: i
 class FinalEvaluation:
     """The figures of one final evaluation on the test split.
 
-    ``metrics``: ``test/nll`` (exact, under the training ordering), ``test/baseline_nll``
-    (independent per-dimension model) and, when orderings were evaluated,
-    ``test/ensemble_nll`` (the K-ordering ensemble) and ``test/mean_ordering_nll``.
+    ``metrics``: ``test/baseline_nll`` (independent per-dimension model) and ``test/nll``,
+    the headline figure: for fixed-order models the exact NLL under the training ordering;
+    for orderless models evaluated under K orderings, the mean over the first
+    ``NUM_SINGLE_ORDERINGS`` random orderings, with ``test/nll_se`` (its standard error) and
+    ``test/nll_num_orderings``; then ``test/ensemble_nll`` (the K-ordering ensemble),
+    ``test/mean_ordering_nll`` (the mean over all K) and ``test/identity_nll`` /
+    ``test/reverse_nll`` (those two fixed orderings, labelled).
     ``per_ordering``: {ordering name: NLL}; ``ensemble_curve``: {k: NLL of the first k}.
     ``profiles``: ``position_profiles`` of the training ordering (first) and of the named
     evaluation orderings.
@@ -109,37 +158,51 @@ class FinalEvaluation:
 
     def line(self) -> str:
         """One human line with the headline figures."""
-        text = (f"test NLL {self.metrics['test/nll']:.3f} nats "
-                f"(independent baseline {self.metrics['test/baseline_nll']:.3f})")
-        if self.per_ordering:
-            k = len(self.per_ordering)
-            text += (f"; over {k} orderings: mean {self.metrics['test/mean_ordering_nll']:.3f}, "
-                     f"ensemble {self.metrics['test/ensemble_nll']:.3f}")
+        m = self.metrics
+        if "test/nll_se" in m:
+            text = (f"test NLL {m['test/nll']:.3f} ± {m['test/nll_se']:.3f} nats (mean ± s.e. over "
+                    f"{m['test/nll_num_orderings']} random orderings; independent baseline {m['test/baseline_nll']:.3f})")
+        else:
+            text = f"test NLL {m['test/nll']:.3f} nats (independent baseline {m['test/baseline_nll']:.3f})"
+        if self.ensemble_curve:
+            k = max(self.ensemble_curve)
+            text += f"; ensemble of {k} orderings {m['test/ensemble_nll']:.3f}"
         return text
 
 
 def final_evaluation(model, splits, train_ordering, *, num_orderings: int, orderings_seed: int,
-                     batch_size: int = 1000, chunk_size: int = 16, train_ordering_name: str = "train",
-                     named_orderings: dict | None = None) -> FinalEvaluation:
+                     batch_size: int = 1000, chunk_size: int = 16,
+                     num_single: int = NUM_SINGLE_ORDERINGS, train_ordering_name: str = "train",
+                     profile_orderings: dict | None = None) -> FinalEvaluation:
     """The end-of-run evaluation protocol on ``splits.test``.
 
-    Exact test NLL under ``train_ordering`` and the independent baseline; with
-    ``num_orderings`` K > 0, also the NLL under each of the fixed evaluation orderings
-    (``evaluation_orderings``) and of their ensembles of 1, 2, 4, … K. The per-position
-    profiles of the training ordering and of ``named_orderings`` ({name: (D,)}, e.g. the
-    orderings the fixed-order runs of a sweep were trained on) come from the same pass as
-    their NLLs.
+    Fixed-order models (and orderless ones with ``num_orderings`` 0): the exact test NLL
+    under ``train_ordering``. Orderless models with K = ``num_orderings`` > 0: the NLL under
+    each of the K ``evaluation_orderings`` (seeded random ones), the headline ``test/nll`` as
+    the mean ± s.e. over the first ``num_single`` of them, ensembles of the first 1, 2, 4, … K,
+    and identity and reverse, labelled. The independent baseline in every case.
+
+    Per-position profiles (``position_profiles``, from the same pass as their NLLs): of the
+    training ordering (named ``train_ordering_name``) for fixed-order models; for orderless
+    models, of identity, reverse and ``profile_orderings`` ({name: (D,)}, e.g. the orderings
+    the fixed-order runs of a sweep were trained on).
     """
-    named = {train_ordering_name: train_ordering, **(named_orderings or {})}
-    profiles = position_profiles(model, splits.test, named, batch_size, chunk_size)
-    metrics = {
-        "test/nll": profiles[train_ordering_name]["nll"],
-        "test/baseline_nll": float(independent_baseline_nll(splits)),
-    }
+    metrics = {"test/baseline_nll": float(independent_baseline_nll(splits))}
     per_ordering, curve = {}, {}
-    if num_orderings:
-        names, eval_orderings = evaluation_orderings(splits.num_inputs, num_orderings, orderings_seed)
-        per_ordering, curve = ordering_report(model, splits.test, eval_orderings, names, batch_size, chunk_size)
-        metrics["test/ensemble_nll"] = curve[max(curve)]
-        metrics["test/mean_ordering_nll"] = float(np.mean(list(per_ordering.values())))
+    if not (model.is_orderless and num_orderings):
+        profiles = position_profiles(model, splits.test, {train_ordering_name: train_ordering}, batch_size, chunk_size)
+        metrics["test/nll"] = profiles[train_ordering_name]["nll"]
+        return FinalEvaluation(metrics, per_ordering, curve, profiles)
+    names, eval_orderings = evaluation_orderings(splits.num_inputs, num_orderings, orderings_seed, model)
+    per_ordering, curve = ordering_report(model, splits.test, eval_orderings, names, batch_size, chunk_size)
+    single = np.array(list(per_ordering.values())[:num_single])
+    metrics["test/nll"] = float(single.mean())
+    metrics["test/nll_se"] = float(single.std(ddof=1) / np.sqrt(len(single))) if len(single) > 1 else float("nan")
+    metrics["test/nll_num_orderings"] = len(single)
+    metrics["test/ensemble_nll"] = curve[max(curve)]
+    metrics["test/mean_ordering_nll"] = float(np.mean(list(per_ordering.values())))
+    labelled = named_orderings(splits.num_inputs)
+    profiles = position_profiles(model, splits.test, {**labelled, **(profile_orderings or {})}, batch_size, chunk_size)
+    for name in labelled:
+        metrics[f"test/{name}_nll"] = profiles[name]["nll"]
     return FinalEvaluation(metrics, per_ordering, curve, profiles)

@@ -101,7 +101,7 @@ def _overrides(run_dir: Path) -> list[str]:
     return [str(o) for o in data or []]
 
 
-def read_run(run_dir: Path, job_records: dict[str, dict]) -> Run:
+def read_run(run_dir: Path, job_records: dict[str, dict] | None = None) -> Run:
     """One run: its config and choices, status (status.json, else the sweep's job record,
     else inferred from metrics.jsonl), last value of every metric and profiles."""
     run_dir = Path(run_dir)
@@ -113,7 +113,7 @@ def read_run(run_dir: Path, job_records: dict[str, dict]) -> Run:
         hydra_cfg = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}
         choices = hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices", {}) or {}
     metrics = _read_metrics(run_dir / "metrics.jsonl")
-    status = _read_json(run_dir / "status.json") or job_records.get(str(run_dir.resolve())) or {}
+    status = _read_json(run_dir / "status.json") or (job_records or {}).get(str(run_dir.resolve())) or {}
     state, reason = status.get("status"), status.get("reason")
     if state is None:  # no status.json (an older run, or one killed before writing it)
         if "test/nll" in metrics:
@@ -200,7 +200,12 @@ def nll_rows(runs: list[Run]) -> list[dict]:
     for model, group in orderless.items():
         seeds = _by_seed(group)
         k = max(len(r.metrics.get("test/nll_per_ordering", [])) for r in seeds.values())
-        for key, what in (("test/mean_ordering_nll", f"mean of {k} orderings"), ("test/ensemble_nll", f"ensemble K={k}")):
+        single = [r.metrics.get("test/nll_num_orderings") for r in seeds.values()]
+        # The protocol's headline (evaluate.final_evaluation): test/nll is the mean over the first n random
+        # orderings; older runs have only the mean over all K.
+        headline = ("test/nll", f"mean of {max(single)} random orderings") if all(single) else \
+            ("test/mean_ordering_nll", f"mean of {k} orderings")
+        for key, what in (headline, ("test/ensemble_nll", f"ensemble K={k}")):
             values = [r.metrics[key] for r in seeds.values() if isinstance(r.metrics.get(key), (int, float))]
             if values:
                 rows.append({"label": f"{model} · {what}", "model": model, "ordering": what, "colour_key": model,
@@ -436,6 +441,12 @@ def _markdown(root: Path, runs: list[Run], problems: list[Run], sections: list[d
         lines.append("")
         for title, path, _ in section["figures"]:
             lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
+    lines += ["## Runs plotted", "", "| run | model | data | ordering | seed | test NLL |", "|---|---|---|---|---|---|"]
+    for run in runs:
+        if run.usable:
+            lines.append(f"| {run.dir.name} | {run.model} | {run.data} | {run.ordering} | {run.seed} | "
+                         f"{_fmt(run.test_nll, 3)} |")
+    lines.append("")
     if problems:
         lines += ["## Runs left out of the figures", "", "| run | status | reason |", "|---|---|---|"]
         for run in problems:

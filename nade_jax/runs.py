@@ -298,6 +298,22 @@ def validation_baseline_nll(splits) -> float:
     return float(data_lib.independent_baseline_nll(dataclasses.replace(splits, test=splits.val)))
 
 
+def make_checked_optimizer(optimizer_cfg: DictConfig, total_steps: int, params) -> optax.GradientTransformation:
+    """``optim.make_optimizer``, with its keyword arguments tried on one abstract update, so
+    that a bad value (``optimizer.b1=abc``) fails here naming the group, not mid-training."""
+    try:
+        tx = make_optimizer(optimizer_cfg, total_steps)
+        state = jax.eval_shape(tx.init, params)
+        jax.eval_shape(tx.update, params, state, params)
+    except hydra.errors.InstantiationException as error:
+        raise ConfigError(f"optimizer: {error.__cause__ or str(error).splitlines()[0]}") from None
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    except TypeError as error:
+        raise ConfigError(f"optimizer: {str(error).splitlines()[0]}") from None
+    return tx
+
+
 def make_ordering(cfg: DictConfig, splits) -> jax.Array:
     """(D,) the training ordering (the validation ordering of orderless models)."""
     return orderings.make(cfg.ordering.kind, splits.num_inputs, seed=cfg.ordering.get("seed", 0),

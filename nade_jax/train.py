@@ -21,11 +21,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from nade_jax import CONFIG_DIR, evaluate, orderings, runs, steps
+from nade_jax import CONFIG_DIR, evaluate, orderings, pretrain, runs, steps
 from nade_jax.checkpoint import Checkpointer
 from nade_jax.data.preprocess import bernoulli_sample, dynamic_binarize
 from nade_jax.loggers import RunLogger, run_id_for, start_wandb
-from nade_jax.optim import make_optimizer
 from nade_jax.runs import ConfigError, Diverged, RunError, TrainState, TrainingPlan
 
 log = logging.getLogger(__name__)
@@ -84,19 +83,27 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                    status.get("status") == "finished" and (run_dir / "summary.json").exists()):
         return report_finished_run(run_dir, status)
 
-    splits = runs.load_data(cfg.data)
-    plan = runs.plan_training(cfg.trainer, len(splits.train))
-    model = runs.build_model(cfg, splits)
+    try:
+        splits = runs.load_data(cfg.data)
+        plan = runs.plan_training(cfg.trainer, len(splits.train))
+        model = runs.build_model(cfg, splits)
+        model.init_from_data(bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
+                             if splits.dynamic_binarization else splits.train)
+        if cfg.get("init_from"):  # warm start, or layer-wise pretraining (one more hidden layer)
+            model = pretrain.initialise_from(model, cfg.init_from, init_scale=cfg.model.get("init_scale") or 0.01,
+                                             seed=cfg.seed)
+        train_ordering = runs.make_ordering(cfg, splits)
+        graphdef, params = nnx.split(model)
+        tx = runs.make_checked_optimizer(cfg.optimizer, plan.total_steps, params)
+        mesh = None if cfg.trainer.devices == 1 else steps.make_mesh(cfg.trainer.devices)
+        if mesh is not None and plan.batch_size % mesh.size:
+            raise ConfigError(f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}")
+    except ConfigError:
+        raise
+    except ValueError as error:  # the library's own argument checks name the argument
+        raise ConfigError(str(error)) from None
     if model.is_orderless:
         collapse_orderless_sweep(cfg, run_dir)
-    model.init_from_data(bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
-                         if splits.dynamic_binarization else splits.train)
-    train_ordering = runs.make_ordering(cfg, splits)
-    tx = make_optimizer(cfg.optimizer, plan.total_steps)
-    graphdef, params = nnx.split(model)
-    mesh = None if cfg.trainer.devices == 1 else steps.make_mesh(cfg.trainer.devices)
-    if mesh is not None and plan.batch_size % mesh.size:
-        raise ConfigError(f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}")
     train_step = steps.make_train_step(graphdef, tx, mesh)
     baseline_val = runs.validation_baseline_nll(splits)
 
@@ -111,8 +118,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 state = restored
                 log.info("resuming from step %d in %s", resumed_from, run_dir)
             with open_logger(cfg, run_dir, resume_step=int(state.step)) as logger:
-                validation_nll = lambda params: evaluate.nll(nnx.merge(graphdef, params), splits.val,
-                                                              train_ordering, cfg.trainer.eval_batch_size)
+                # Orderless models: the masked-objective estimate (evaluate.validation_nll).
+                validation_nll = lambda params: evaluate.validation_nll(nnx.merge(graphdef, params), splits.val,
+                                                                         train_ordering, cfg.trainer.eval_batch_size)
                 on_evaluation = progress_samples(cfg, graphdef, splits, train_ordering, run_dir, logger)
                 state = training_loop(cfg, plan, splits, state, train_step, validation_nll, baseline_val,
                                       train_ordering, checkpointer, logger, on_evaluation)
@@ -218,11 +226,10 @@ def report_final(cfg, model, splits, train_ordering, run_dir: Path, logger: RunL
     result = evaluate.final_evaluation(model, splits, train_ordering, num_orderings=num_orderings or 0,
                                        orderings_seed=cfg.trainer.eval_orderings_seed,
                                        batch_size=cfg.trainer.eval_batch_size,
-                                       train_ordering_name=ordering_name, named_orderings=named)
-    logger.log({k: v for k, v in result.metrics.items() if k in ("test/nll", "test/baseline_nll")}, step)
+                                       train_ordering_name=ordering_name, profile_orderings=named)
+    logger.log(dict(result.metrics), step)
     if result.per_ordering:
         logger.log_ordering_table(result.per_ordering, result.ensemble_curve, step)
-        logger.log({k: result.metrics[k] for k in ("test/ensemble_nll", "test/mean_ordering_nll")}, step)
     logger.log_profiles(result.profiles, step=step, train_ordering=ordering_name, image_shape=splits.image_shape)
     if cfg.trainer.num_samples and splits.image_shape is not None:
         log_sample_grid(cfg, model, splits, train_ordering, run_dir / "samples.png", logger, "samples", step)
@@ -327,7 +334,7 @@ EXIT_CODES = {"failed": 2, "diverged": 3}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def _app(cfg: DictConfig) -> float:
     """Trains one configuration; returns the best validation NLL (what sweepers optimise).
 
     An expected failure is one line on stderr (and in the run's log file) and status.json;
@@ -340,7 +347,7 @@ def main(cfg: DictConfig) -> float:
     try:
         metrics = train(cfg, run_dir)
     except RunError as error:
-        failure = (error.status, str(error))
+        failure = (error.status, " ".join(str(error).split()))  # one line, whatever the message
     except Exception as error:
         if not multirun:
             raise  # a bug: show the traceback
@@ -357,6 +364,29 @@ def main(cfg: DictConfig) -> float:
     if multirun:
         return float("nan")
     sys.exit(EXIT_CODES.get(status, 2))
+
+
+def multirun_flag(argv: list[str]) -> list[str]:
+    """``argv`` with ``-m`` added when it names an experiment (or hparams_search) file that
+    declares ``hydra.mode: MULTIRUN``: this Hydra refuses a mode changed during composition,
+    so ``nade-train experiment=compare_orderings`` would otherwise fail."""
+    if any(arg in ("-m", "--multirun") for arg in argv):
+        return argv
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        group = key.lstrip("+")
+        path = Path(CONFIG_DIR) / group / f"{value}.yaml"
+        if group in ("experiment", "hparams_search") and path.is_file():
+            declared = OmegaConf.load(path).get("hydra", {}).get("mode")
+            if declared == "MULTIRUN":
+                return ["-m", *argv]
+    return argv
+
+
+def main() -> None:
+    """The ``nade-train`` entry point: the Hydra app, multirun when the experiment says so."""
+    sys.argv[1:] = multirun_flag(sys.argv[1:])
+    _app()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from conftest import scale_params
-from nade_jax.models import MADE, BinaryNADE, CategoricalNADE, MoGNADE, OrderlessNADE
+from nade_jax.models import FVSBN, MADE, BinaryNADE, CategoricalNADE, MarkovChain, MoGNADE, OrderlessNADE
 from nade_jax.models.tempered import TemperedNADE
 
 NUM_CATEGORIES = 3  # categorical cases: Q, so Q^D cells can be enumerated
@@ -46,6 +46,8 @@ ZOO = [
     Case("orderless_mog_nade", lambda D, **kw: OrderlessNADE(D, (5, 4), "mog", 3, min_scale=0.05, block_size=2, **kw), "orderless_mog_nade", "digits_real", 0.5),
     Case("made", lambda D, **kw: MADE(D, (7, 6), **kw), "made", "digits", 2.0),
     Case("made_masks", lambda D, **kw: MADE(D, (8,), order_agnostic=True, num_masks=3, **kw), "made_masks", "digits", 2.0),
+    Case("markov", lambda D, **kw: MarkovChain(D, **kw), "markov", "digits", 2.0),
+    Case("fvsbn", lambda D, **kw: FVSBN(D, **kw), "fvsbn", "digits", 2.0),
 ]
 
 

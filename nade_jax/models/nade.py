@@ -63,8 +63,9 @@ class NADEStep:
     arrays and read no module state; every parameter arrives through ``p``, built by
     ``SharedWeightNADE.step_params``.
 
-    Shapes: a (B, H) the pre-activation *before* the step; ``p`` one step's leaves of
-    ``step_params`` (W (H,), V (H, P), bias (P,), optional rho ()); x (B,) the step's values.
+    Shapes: a (B, H) the pre-activation *before* the step; in ``outputs``, ``p`` holds one
+    step's leaves of ``step_params`` (W (H,), V (H, P), bias (P,), optional rho ()); in
+    ``update``, K consecutive steps' leaves (W (K, H)) and their values x (B, K).
     """
 
     head: Any
