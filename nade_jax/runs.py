@@ -107,12 +107,16 @@ def check_trainer(trainer: DictConfig) -> None:
     for key in ("batch_size", "eval_every", "checkpoint_every", "eval_batch_size", "log_every", "keep_checkpoints"):
         value = trainer.get(key)
         _require(is_int(value) and value >= 1, f"trainer.{key} must be an integer >= 1, got {value!r}")
-    for key in ("patience", "num_eval_orderings", "num_samples", "max_steps", "epochs"):
+    for key in ("patience", "num_eval_orderings", "num_samples", "max_steps", "epochs", "samples_every_evals"):
         value = trainer.get(key)
         _require(value is None or (is_int(value) and value >= 0),
                  f"trainer.{key} must be an integer >= 0 or null, got {value!r}")
     _require(is_int(trainer.get("eval_orderings_seed")),
              f"trainer.eval_orderings_seed must be an integer, got {trainer.get('eval_orderings_seed')!r}")
+    try:  # the orderings orderless models are also evaluated on (orderings.from_specs)
+        orderings.check_specs(trainer.get("eval_orderings"))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     devices = trainer.get("devices")
     _require(devices is None or (is_int(devices) and devices >= 1),
              f"trainer.devices must be an integer >= 1 or null (all devices), got {devices!r}")
@@ -166,6 +170,8 @@ REPORTING_KEYS = (
     "trainer.checkpoint_every",
     "trainer.keep_checkpoints",
     "trainer.devices",
+    "trainer.eval_orderings",
+    "trainer.samples_every_evals",
 )
 
 
