@@ -16,6 +16,7 @@ from nade_jax import orderings as ordering_lib
 from nade_jax import profiles as profile_lib
 from nade_jax import steps
 from nade_jax.data import independent_baseline_nll
+from nade_jax.models.base import bits_per_dim
 from nade_jax.orderings import log_prob_per_ordering
 
 
@@ -167,6 +168,8 @@ class FinalEvaluation:
         if self.ensemble_curve:
             k = max(self.ensemble_curve)
             text += f"; ensemble of {k} orderings {m['test/ensemble_nll']:.3f}"
+        if "test/bits_per_dim" in m:
+            text += f"; {m['test/bits_per_dim']:.4f} bits/dim"
         return text
 
 
@@ -192,7 +195,7 @@ def final_evaluation(model, splits, train_ordering, *, num_orderings: int, order
     if not (model.is_orderless and num_orderings):
         profiles = position_profiles(model, splits.test, {train_ordering_name: train_ordering}, batch_size, chunk_size)
         metrics["test/nll"] = profiles[train_ordering_name]["nll"]
-        return FinalEvaluation(metrics, per_ordering, curve, profiles)
+        return FinalEvaluation(_with_bits_per_dim(metrics, splits), per_ordering, curve, profiles)
     names, eval_orderings = evaluation_orderings(splits.num_inputs, num_orderings, orderings_seed, model)
     per_ordering, curve = ordering_report(model, splits.test, eval_orderings, names, batch_size, chunk_size)
     single = np.array(list(per_ordering.values())[:num_single])
@@ -205,4 +208,11 @@ def final_evaluation(model, splits, train_ordering, *, num_orderings: int, order
     profiles = position_profiles(model, splits.test, {**labelled, **(profile_orderings or {})}, batch_size, chunk_size)
     for name in labelled:
         metrics[f"test/{name}_nll"] = profiles[name]["nll"]
-    return FinalEvaluation(metrics, per_ordering, curve, profiles)
+    return FinalEvaluation(_with_bits_per_dim(metrics, splits), per_ordering, curve, profiles)
+
+
+def _with_bits_per_dim(metrics: dict, splits) -> dict:
+    """Adds ``test/bits_per_dim`` for categorical data (pixel models are compared in bits/dim)."""
+    if splits.kind == "categorical":
+        metrics["test/bits_per_dim"] = float(bits_per_dim(metrics["test/nll"], splits.num_inputs))
+    return metrics

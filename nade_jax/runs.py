@@ -250,12 +250,10 @@ def record_job(hydra_cfg, run_dir: Path, status: str, reason: str | None) -> Non
 # Building a run: data, model, ordering.
 
 # Suggestions for model/data pairings by data kind (for the one-line mismatch message).
-MODELS_FOR = {"binary": "model=nade or model=orderless_nade", "real": "model=mog_nade or model=orderless_mog_nade"}
-DATA_FOR = {"binary": "data=digits or data=binarized_mnist", "real": "data=digits_real"}
-
-
-def _data_kind(splits) -> str:
-    return getattr(splits, "data_kind", None) or ("binary" if splits.binary else "real")
+MODELS_FOR = {"binary": "model=nade or model=orderless_nade", "real": "model=mog_nade or model=orderless_mog_nade",
+              "categorical": "model=categorical_nade"}
+DATA_FOR = {"binary": "data=digits or data=mnist5k", "real": "data=digits_real or data=mnist5k_real",
+            "categorical": "data=digits_levels"}
 
 
 def load_data(data_cfg: DictConfig):
@@ -285,10 +283,12 @@ def build_model(cfg: DictConfig, splits) -> DensityModel:
         check_model(model)
     except TypeError as error:
         raise ConfigError(f"model: {error}") from None
-    model_kind, data_kind = model.data_kind, _data_kind(splits)
+    model_kind, data_kind = model.data_kind, splits.kind
     _require(model_kind == data_kind,
              f"model {type(model).__name__} needs {model_kind} data, but data={splits.name} is {data_kind}; use "
              f"{DATA_FOR.get(model_kind, f'{model_kind} data')}, or {MODELS_FOR.get(data_kind, f'a {data_kind} model')}")
+    _require(model.num_categories == splits.num_categories,
+             f"model.num_categories must be {splits.num_categories} for data={splits.name}, got {model.num_categories}")
     return model
 
 
