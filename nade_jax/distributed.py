@@ -265,7 +265,7 @@ def check_same(value: str, what: str) -> None:
 
 
 class SilentLogger:
-    """The run logger of processes other than 0: takes every call, writes nothing."""
+    """The run logger of processes other than 0: takes every ``RunLogger`` call, writes nothing."""
 
     def __enter__(self) -> SilentLogger:
         return self
@@ -273,7 +273,5 @@ class SilentLogger:
     def __exit__(self, *exc_info: object) -> None:
         pass
 
-    def log(self, *args: object, **kwargs: object) -> None:
-        pass
-
-    log_ordering_table = log_image = summary = close = log
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None

@@ -108,12 +108,16 @@ def check_trainer(trainer: DictConfig) -> None:
     for key in ("batch_size", "eval_every", "checkpoint_every", "eval_batch_size", "log_every", "keep_checkpoints"):
         value = trainer.get(key)
         _require(is_int(value) and value >= 1, f"trainer.{key} must be an integer >= 1, got {value!r}")
-    for key in ("patience", "num_eval_orderings", "num_samples", "max_steps", "epochs"):
+    for key in ("patience", "num_eval_orderings", "num_samples", "max_steps", "epochs", "samples_every_evals"):
         value = trainer.get(key)
         _require(value is None or (is_int(value) and value >= 0),
                  f"trainer.{key} must be an integer >= 0 or null, got {value!r}")
     _require(is_int(trainer.get("eval_orderings_seed")),
              f"trainer.eval_orderings_seed must be an integer, got {trainer.get('eval_orderings_seed')!r}")
+    try:  # the orderings orderless models are also evaluated on (orderings.from_specs)
+        orderings.check_specs(trainer.get("eval_orderings"))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     devices = trainer.get("devices")
     _require(devices is None or (is_int(devices) and devices >= 1),
              f"trainer.devices must be an integer >= 1 or null (all devices), got {devices!r}")
@@ -167,6 +171,8 @@ REPORTING_KEYS = (
     "trainer.checkpoint_every",
     "trainer.keep_checkpoints",
     "trainer.devices",
+    "trainer.eval_orderings",
+    "trainer.samples_every_evals",
     "distributed",  # 1 device, N devices and N processes train the same model
 )
 
@@ -249,14 +255,10 @@ def record_job(hydra_cfg, run_dir: Path, status: str, reason: str | None) -> Non
 # Building a run: data, model, ordering.
 
 # Suggestions for model/data pairings by data kind (for the one-line mismatch message).
-MODELS_FOR = {"binary": "model=nade or model=orderless_nade", "real": "model=mog_nade or model=orderless_mog_nade"}
-DATA_FOR = {"binary": "data=digits or data=binarized_mnist", "real": "data=digits_real"}
-
-
-def _data_kind(splits) -> str:
-    if getattr(splits, "num_categories", None) is not None:  # Splits of categorical data (digits_levels)
-        return "categorical"
-    return getattr(splits, "data_kind", None) or ("binary" if splits.binary else "real")
+MODELS_FOR = {"binary": "model=nade or model=orderless_nade", "real": "model=mog_nade or model=orderless_mog_nade",
+              "categorical": "model=categorical_nade"}
+DATA_FOR = {"binary": "data=digits or data=mnist5k", "real": "data=digits_real or data=mnist5k_real",
+            "categorical": "data=digits_levels"}
 
 
 def load_data(data_cfg: DictConfig):
@@ -286,10 +288,12 @@ def build_model(cfg: DictConfig, splits) -> DensityModel:
         check_model(model)
     except TypeError as error:
         raise ConfigError(f"model: {error}") from None
-    model_kind, data_kind = model.data_kind, _data_kind(splits)
+    model_kind, data_kind = model.data_kind, splits.kind
     _require(model_kind == data_kind,
              f"model {type(model).__name__} needs {model_kind} data, but data={splits.name} is {data_kind}; use "
              f"{DATA_FOR.get(model_kind, f'{model_kind} data')}, or {MODELS_FOR.get(data_kind, f'a {data_kind} model')}")
+    _require(model.num_categories == splits.num_categories,
+             f"model.num_categories must be {splits.num_categories} for data={splits.name}, got {model.num_categories}")
     return model
 
 

@@ -253,9 +253,9 @@ def test_huge_learning_rate_is_reported_as_diverged(uninterrupted, tmp_path):
     from nade_jax.report import build_report
 
     shutil.copytree(uninterrupted[0], tmp_path / "sweep" / "good")
-    text = build_report(tmp_path / "sweep", tmp_path / "report").read_text()
-    assert "1 runs." in text and "| good |" in text
-    assert text.split("## Runs that did not finish")[1].count("| bad | diverged | validation NLL") == 1
+    text = build_report(tmp_path / "sweep", tmp_path / "report").with_name("report.md").read_text()
+    assert "1 finished and plotted, 1 left out" in text and "| good |" in text
+    assert text.split("## Runs left out of the figures")[1].count("| bad | diverged | validation NLL") == 1
 
 
 # --- Run dirs are data, not code -------------------------------------------------------------
@@ -379,7 +379,7 @@ def test_mismatched_rerun_through_the_cli_leaves_the_run_usable(tmp_path):
     assert evaluated.stderr == "" and len(evaluated.stdout.splitlines()) == 1  # quiet: one line
     from nade_jax.report import read_run
 
-    assert read_run(run_dir)["choices"]["model"] == "mog_nade"
+    assert read_run(run_dir).model == "mog_nade"
 
 
 @pytest.mark.slow

@@ -264,6 +264,10 @@ class SharedWeightNADE(DensityModel):
         """log p(x) (B,) by plain autodiff through a per-step ``lax.scan``: the slow path for
         prototyping (it stacks a (B, H) residual per step in the backward pass). Uses the
         same ``step_params`` and step functions as the engine."""
+        return self._reference_terms(x, ordering).sum(axis=1)
+
+    def _reference_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+        """(B, D) the per-step terms of ``reference_log_prob``, in ordering order."""
         x = as_batch(x, self.num_inputs, self._dtype())
         ordering = as_ordering(ordering, self.num_inputs)
         x_ordered = x if ordering is None else x[:, ordering]
@@ -275,7 +279,7 @@ class SharedWeightNADE(DensityModel):
 
         per_step = self.step_params(ordering)
         _, log_probs = jax.lax.scan(scan_step, self._initial_carry(x.shape[0]), (per_step, x_ordered.T))
-        return log_probs.sum(axis=0)
+        return log_probs.T  # (B, D) in ordering order
 
     # -- the contract ----------------------------------------------------------------------
     def log_prob(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
@@ -287,12 +291,18 @@ class SharedWeightNADE(DensityModel):
         Returns:
           (B,) log-probabilities (log-densities for real-valued heads).
         """
+        return self._log_prob_terms(x, ordering).sum(axis=1)
+
+    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+        """(B, D) log p(x_{o_d} | x_{o_<d}) in ordering order: the engine's per-step outputs
+        before ``log_prob`` sums them."""
         if self.engine == "autodiff":
-            return self.reference_log_prob(x, ordering)
+            return self._reference_terms(x, ordering)
         x = as_batch(x, self.num_inputs, self._dtype())
         a0, params, data, _, _ = self._blocks(x, as_ordering(ordering, self.num_inputs))
         per_variable = reversible_scan(_BlockLogProb(self.step), _BlockUpdate(self.step), a0, params, data)
-        return per_variable.sum(axis=(0, 2))  # (nb, B, K) -> (B,)
+        num_blocks, batch, block = per_variable.shape  # padded steps are zero
+        return per_variable.transpose(1, 0, 2).reshape(batch, num_blocks * block)[:, : self.num_inputs]
 
     def loss(self, x: jax.Array, key: jax.Array | None = None, ordering: jax.Array | None = None) -> jax.Array:
         """Mean NLL of x (B, D) under ``ordering``; a scalar.

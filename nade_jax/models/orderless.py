@@ -224,6 +224,11 @@ class OrderlessNADE(DensityModel):
         Returns:
           (B,) log-probabilities (log-densities for the MoG head).
         """
+        return self._log_prob_terms(x, ordering).sum(axis=1)
+
+    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+        """(B, D) log p(x_{o_d} | x_{o_<d}) in ordering order, the terms ``log_prob`` sums
+        (the incremental pass it documents)."""
         x = as_batch(x, self.num_inputs, self._dtype())
         ordering = as_ordering(ordering, self.num_inputs)
         if self.block_size == 1:
@@ -231,7 +236,7 @@ class OrderlessNADE(DensityModel):
         return self._log_prob_blocked(x, ordering)
 
     def _log_prob_per_variable(self, x, ordering):
-        """``log_prob`` with one scan step per variable: (B, D) -> (B,)."""
+        """The log-probability terms with one scan step per variable: (B, D) -> (B, D)."""
         params = self._per_variable(ordering)
         x_steps = (x if ordering is None else x[:, ordering]).T  # (D, B)
         # Step d first adds variable d-1's rank-one term (zero at d = 0), then reads the
@@ -239,19 +244,19 @@ class OrderlessNADE(DensityModel):
         previous = lambda value: jnp.concatenate([jnp.zeros_like(value[:1]), value[:-1]])
         inputs = (params["V"], params["b"], x_steps, previous(params["W_x"]), previous(params["W_m"]), previous(x_steps))
 
-        def step(carry, inputs):
-            a, total = carry  # (B, H_1) pre-activation with x_{o_<d} observed, (B,)
+        def step(a, inputs):
+            # a (B, H_1): the pre-activation with x_{o_<d} observed
             V_d, b_d, x_d, W_x_prev, W_m_prev, x_prev = inputs
             a = a + x_prev[:, None] * W_x_prev + W_m_prev
             outputs = self._upper(a) @ V_d + b_d  # (B, P): the one read-out needed
-            return (a, total + self.head.log_prob(outputs, x_d)), None
+            return a, self.head.log_prob(outputs, x_d)
 
         a0 = jnp.broadcast_to(self.c[...], (x.shape[0], self.hidden[0])).astype(x.dtype)
-        (_, total), _ = jax.lax.scan(step, (a0, jnp.zeros(x.shape[0], x.dtype)), inputs)
-        return total
+        _, log_probs = jax.lax.scan(step, a0, inputs)  # (D, B)
+        return log_probs.T
 
     def _log_prob_blocked(self, x, ordering):
-        """``log_prob`` with L = block_size variables per scan step: (B, D) -> (B,).
+        """The log-probability terms with L = block_size variables per scan step: (B, D) -> (B, D).
 
         A block's L first-layer pre-activations come from one strictly-lower-triangular
         masked matmul (``block_carries``), the upper layers run on (L·B, H) rows, and only
@@ -264,19 +269,19 @@ class OrderlessNADE(DensityModel):
         valid = block_validity(self.num_inputs, L, x.dtype)
         strictly_lower = jnp.tri(L, k=-1, dtype=x.dtype)  # [k, j] = 1 where j < k
 
-        def step(carry, block):
-            a, total = carry  # (B, H_1) pre-activation with every earlier block observed
+        def step(a, block):
+            # a (B, H_1): the pre-activation with every earlier block observed
             p, xb, vb = block  # xb (B, L)
             # Block-position-major (L, B, ·) layout: the read-out batches over a leading L
             # and needs no transpose of the (L, B, H_L) hidden states.
             pre = block_carries(a, xb, p["W_x"]) + (strictly_lower @ p["W_m"])[:, None, :]  # (L, B, H_1)
             outputs = self._upper(pre) @ p["V"] + p["b"][:, None, :]  # (L, B, P)
-            total = total + jnp.sum(self.head.log_prob(outputs, xb.T) * vb[:, None], axis=0)
-            return (a + xb @ p["W_x"] + p["W_m"].sum(axis=0), total), None
+            log_probs = self.head.log_prob(outputs, xb.T) * vb[:, None]  # (L, B), zero where padded
+            return a + xb @ p["W_x"] + p["W_m"].sum(axis=0), log_probs
 
         a0 = jnp.broadcast_to(self.c[...], (x.shape[0], self.hidden[0])).astype(x.dtype)
-        (_, total), _ = jax.lax.scan(step, (a0, jnp.zeros(x.shape[0], x.dtype)), (params, x_blocks, valid))
-        return total
+        _, log_probs = jax.lax.scan(step, a0, (params, x_blocks, valid))  # (nb, L, B)
+        return log_probs.reshape(-1, x.shape[0]).T[:, : self.num_inputs]
 
     def sample(self, key: jax.Array, num_samples: int, ordering: jax.Array | None = None) -> jax.Array:
         """Draws (num_samples, D) samples from the distribution ``log_prob`` scores.
