@@ -19,12 +19,13 @@ import jax
 import numpy as np
 from omegaconf import DictConfig
 
-from nade_jax import CONFIG_DIR, evaluate, runs
+from nade_jax import CONFIG_DIR, dashboard, evaluate, orderings, runs
+from nade_jax.loggers import run_id_for, start_wandb
 from nade_jax.runs import RunError
 
 log = logging.getLogger(__name__)
 
-KEYS = ("run_dir", "num_orderings", "chunk_size", "batch_size", "num_samples", "seed")
+KEYS = ("run_dir", "num_orderings", "chunk_size", "batch_size", "num_samples", "seed", "log_to_run")
 
 
 def _fail(message: str) -> None:
@@ -46,20 +47,37 @@ def check_arguments(argv: list[str]) -> None:
         _fail("run_dir is required: nade-eval run_dir=<a nade-train run dir>")
     # Hydra's output dir is inside run_dir: refuse a wrong run_dir before Hydra creates it.
     for arg in overrides:
-        key, _, value = arg.partition("=")
-        for run_dir in value.split(",") if key.lstrip("+") == "run_dir" else []:
+        if arg.partition("=")[0].lstrip("+") != "run_dir":
+            continue
+        for run_dir in _run_dir_values(arg):
             if not (Path(run_dir) / "config.yaml").is_file():
                 _fail(f"run_dir must be a nade-train run dir holding config.yaml, got {run_dir!r}")
+
+
+def _run_dir_values(arg: str) -> list[str]:
+    """The run dir(s) of a ``run_dir=...`` override, parsed as Hydra parses it: a quoted
+    path may hold the commas and '=' of multirun dir names (``run_dir='multirun/…/0_a=1,b=2'``),
+    an unquoted comma list is a sweep."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        override = OverridesParser.create().parse_override(arg)
+    except Exception:  # Hydra reports the syntax error itself
+        return []
+    values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+    return [str(v) for v in values]
 
 
 def check_eval_config(cfg: DictConfig) -> None:
     for key in ("num_orderings", "chunk_size", "batch_size"):
         value = cfg[key]
-        if not (runs._is_int(value) and value >= 1):
+        if not (runs.is_int(value) and value >= 1):
             raise runs.ConfigError(f"{key} must be an integer >= 1, got {value!r}")
-    if not (runs._is_int(cfg.num_samples) and cfg.num_samples >= 0):
+    if not (runs.is_int(cfg.num_samples) and cfg.num_samples >= 0):
         raise runs.ConfigError(f"num_samples must be an integer >= 0, got {cfg.num_samples!r}")
-    if not runs._is_int(cfg.seed):
+    if not isinstance(cfg.get("log_to_run", True), bool):
+        raise runs.ConfigError(f"log_to_run must be true or false, got {cfg.log_to_run!r}")
+    if not runs.is_int(cfg.seed):
         raise runs.ConfigError(f"seed must be an integer, got {cfg.seed!r}")
 
 
@@ -69,8 +87,12 @@ def evaluate_run(cfg: DictConfig) -> Path:
     run_dir = Path(cfg.run_dir)
     run = runs.restore_run(run_dir)
     train_ordering = runs.make_ordering(run.cfg, run.splits)
+    ordering_name = orderings.label(run.cfg.ordering.kind, run.cfg.ordering.get("seed", 0))
+    named = orderings.from_specs(run.cfg.get("trainer", {}).get("eval_orderings"), run.splits.num_inputs,
+                                 run.splits.image_shape) if run.model.is_orderless else {}
     result = evaluate.final_evaluation(run.model, run.splits, train_ordering, num_orderings=cfg.num_orderings,
-                                       orderings_seed=cfg.seed, batch_size=cfg.batch_size, chunk_size=cfg.chunk_size)
+                                       orderings_seed=cfg.seed, batch_size=cfg.batch_size, chunk_size=cfg.chunk_size,
+                                       train_ordering_name=ordering_name, named_orderings=named)
     record = {"run_dir": str(run_dir), "checkpoint_step": run.step, "num_orderings": cfg.num_orderings,
               "metrics": result.metrics, "per_ordering": result.per_ordering,
               "ensemble": {str(k): v for k, v in result.ensemble_curve.items()}}
@@ -83,8 +105,45 @@ def evaluate_run(cfg: DictConfig) -> Path:
         samples = run.model.sample(jax.random.key(cfg.seed), cfg.num_samples, eval_orderings[0])
         save_sample_grid(np.asarray(samples), run.splits.image_shape,
                          run_dir / f"samples_eval_K{cfg.num_orderings}.png")
+    dashboard.write_profiles(run_dir, result.profiles, step=run.step, train_ordering=ordering_name,
+                             image_shape=run.splits.image_shape, file_name=f"eval_K{cfg.num_orderings}_profiles.json")
+    if cfg.get("log_to_run", True):
+        log_to_wandb_run(run, run_dir, result, cfg.num_orderings)
     log.info("%s  ->  %s", result.line(), out)
     return out
+
+
+def log_to_wandb_run(run, run_dir: Path, result, num_orderings: int) -> None:
+    """Logs the evaluation into the W&B run of the training run it evaluates (resumed by its
+    id, ``loggers.run_id_for``), under ``eval_K<K>/``: the headline figures in the run
+    summary, the per-ordering and ensemble tables and the profiles (``dashboard``). With no
+    API key it logs offline into the run dir, like training; a run trained with
+    ``logger=none`` is left alone."""
+    logger_cfg = run.cfg.get("logger") or {}
+    if logger_cfg.get("kind") != "wandb":
+        return
+    wandb_run = start_wandb(None, run_dir, project=logger_cfg.get("project", "nade_jax"),
+                            entity=logger_cfg.get("entity"), group=None, name=None, job_type=None, tags=[],
+                            mode=logger_cfg.get("mode"), run_id=run_id_for(run_dir))
+    if wandb_run is None:
+        return
+    import wandb
+
+    prefix = f"eval_K{num_orderings}"
+    figures = {f"{prefix}/{k.split('/', 1)[-1]}": v for k, v in result.metrics.items()}
+    payload = dict(figures)
+    if result.per_ordering:
+        table = wandb.Table(columns=["ordering", "test_nll"], data=[[k, v] for k, v in result.per_ordering.items()])
+        curve = wandb.Table(columns=["num_orderings", "test_nll"], data=[[k, v] for k, v in result.ensemble_curve.items()])
+        payload.update({f"{prefix}/per_ordering": table, f"{prefix}/ensemble": curve,
+                        f"{prefix}/ensemble_curve": wandb.plot.line(curve, "num_orderings", "test_nll",
+                                                                    title=f"Ensemble test NLL vs K (nade-eval, K={num_orderings})")})
+    payload.update(dashboard.wandb_payload(result.profiles, run.splits.image_shape, run_dir, prefix))
+    try:
+        wandb_run.log(payload)
+        wandb_run.summary.update(figures)
+    finally:
+        wandb_run.finish()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
@@ -92,7 +151,7 @@ def _app(cfg: DictConfig) -> None:
     try:
         evaluate_run(cfg)
     except RunError as error:
-        log.error("nade-eval: error: %s", error)
+        log.error("nade-eval: error: %s", " ".join(str(error).split()))
         sys.exit(2)
 
 

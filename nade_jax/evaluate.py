@@ -12,9 +12,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-from nade_jax import steps
 from nade_jax import orderings as ordering_lib
+from nade_jax import profiles as profile_lib
+from nade_jax import steps
 from nade_jax.data import independent_baseline_nll
+from nade_jax.models.base import bits_per_dim
 from nade_jax.orderings import log_prob_per_ordering
 
 
@@ -118,6 +120,22 @@ def ordering_report(model, x: np.ndarray, orderings, names: list[str], batch_siz
     return per_ordering, curve
 
 
+def position_profiles(model, x: np.ndarray, by_name: dict, batch_size: int = 1000,
+                      chunk_size: int = 16) -> dict[str, dict]:
+    """Exact test NLL and per-position profile under each named ordering, from one pass.
+
+    Returns {name: {"ordering": (D,) list, "nll": mean NLL, "nll_per_position": (D,) list of
+    mean −log p(x_{o_d} | x_{o_<d}) in ordering order (it sums to "nll")}}.
+    """
+    names = list(by_name)
+    by_name = {name: ordering_lib.identity(model.num_inputs) if o is None else o
+                       for name, o in by_name.items()}
+    log_p, profile = profile_lib.ordering_profiles(
+        model, x, jax.numpy.stack([jax.numpy.asarray(by_name[n]) for n in names]), batch_size, chunk_size)
+    return {name: {"ordering": np.asarray(by_name[name]).tolist(), "nll": float(-log_p[k].mean()),
+                   "nll_per_position": profile[k].tolist()} for k, name in enumerate(names)}
+
+
 @dataclasses.dataclass
 class FinalEvaluation:
     """The figures of one final evaluation on the test split.
@@ -130,11 +148,14 @@ class FinalEvaluation:
     ``test/mean_ordering_nll`` (the mean over all K) and ``test/identity_nll`` /
     ``test/reverse_nll`` (those two fixed orderings, labelled).
     ``per_ordering``: {ordering name: NLL}; ``ensemble_curve``: {k: NLL of the first k}.
+    ``profiles``: ``position_profiles`` of the training ordering (first) and of the named
+    evaluation orderings.
     """
 
     metrics: dict[str, float]
     per_ordering: dict[str, float]
     ensemble_curve: dict[int, float]
+    profiles: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     def line(self) -> str:
         """One human line with the headline figures."""
@@ -147,12 +168,15 @@ class FinalEvaluation:
         if self.ensemble_curve:
             k = max(self.ensemble_curve)
             text += f"; ensemble of {k} orderings {m['test/ensemble_nll']:.3f}"
+        if "test/bits_per_dim" in m:
+            text += f"; {m['test/bits_per_dim']:.4f} bits/dim"
         return text
 
 
 def final_evaluation(model, splits, train_ordering, *, num_orderings: int, orderings_seed: int,
                      batch_size: int = 1000, chunk_size: int = 16,
-                     num_single: int = NUM_SINGLE_ORDERINGS) -> FinalEvaluation:
+                     num_single: int = NUM_SINGLE_ORDERINGS, train_ordering_name: str = "train",
+                     profile_orderings: dict | None = None) -> FinalEvaluation:
     """The end-of-run evaluation protocol on ``splits.test``.
 
     Fixed-order models (and orderless ones with ``num_orderings`` 0): the exact test NLL
@@ -160,12 +184,18 @@ def final_evaluation(model, splits, train_ordering, *, num_orderings: int, order
     each of the K ``evaluation_orderings`` (seeded random ones), the headline ``test/nll`` as
     the mean ± s.e. over the first ``num_single`` of them, ensembles of the first 1, 2, 4, … K,
     and identity and reverse, labelled. The independent baseline in every case.
+
+    Per-position profiles (``position_profiles``, from the same pass as their NLLs): of the
+    training ordering (named ``train_ordering_name``) for fixed-order models; for orderless
+    models, of identity, reverse and ``profile_orderings`` ({name: (D,)}, e.g. the orderings
+    the fixed-order runs of a sweep were trained on).
     """
     metrics = {"test/baseline_nll": float(independent_baseline_nll(splits))}
     per_ordering, curve = {}, {}
     if not (model.is_orderless and num_orderings):
-        metrics["test/nll"] = nll(model, splits.test, train_ordering, batch_size)
-        return FinalEvaluation(metrics, per_ordering, curve)
+        profiles = position_profiles(model, splits.test, {train_ordering_name: train_ordering}, batch_size, chunk_size)
+        metrics["test/nll"] = profiles[train_ordering_name]["nll"]
+        return FinalEvaluation(_with_bits_per_dim(metrics, splits), per_ordering, curve, profiles)
     names, eval_orderings = evaluation_orderings(splits.num_inputs, num_orderings, orderings_seed, model)
     per_ordering, curve = ordering_report(model, splits.test, eval_orderings, names, batch_size, chunk_size)
     single = np.array(list(per_ordering.values())[:num_single])
@@ -174,6 +204,15 @@ def final_evaluation(model, splits, train_ordering, *, num_orderings: int, order
     metrics["test/nll_num_orderings"] = len(single)
     metrics["test/ensemble_nll"] = curve[max(curve)]
     metrics["test/mean_ordering_nll"] = float(np.mean(list(per_ordering.values())))
-    for name, ordering in named_orderings(splits.num_inputs).items():
-        metrics[f"test/{name}_nll"] = nll(model, splits.test, ordering, batch_size)
-    return FinalEvaluation(metrics, per_ordering, curve)
+    labelled = named_orderings(splits.num_inputs)
+    profiles = position_profiles(model, splits.test, {**labelled, **(profile_orderings or {})}, batch_size, chunk_size)
+    for name in labelled:
+        metrics[f"test/{name}_nll"] = profiles[name]["nll"]
+    return FinalEvaluation(_with_bits_per_dim(metrics, splits), per_ordering, curve, profiles)
+
+
+def _with_bits_per_dim(metrics: dict, splits) -> dict:
+    """Adds ``test/bits_per_dim`` for categorical data (pixel models are compared in bits/dim)."""
+    if splits.kind == "categorical":
+        metrics["test/bits_per_dim"] = float(bits_per_dim(metrics["test/nll"], splits.num_inputs))
+    return metrics

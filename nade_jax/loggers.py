@@ -7,6 +7,7 @@ Status lines go through ``logging`` (Hydra's per-run log file and the console).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -127,6 +128,20 @@ class RunLogger:
             step=int(step),
         )
 
+    # -- the orderings dashboard (issue 13): per-ordering NLL, per-position profiles, heat maps
+    def log_profiles(self, profiles: dict[str, dict], *, step: int, train_ordering: str, image_shape,
+                     prefix: str = "test", file_name: str | None = None) -> None:
+        """Writes ``profiles.json`` (``dashboard.write_profiles``), a ``<prefix>/nll_by_ordering``
+        jsonl row, and the W&B tables, line plots and heat map (``dashboard.wandb_payload``)."""
+        from nade_jax import dashboard
+
+        dashboard.write_profiles(self.run_dir, profiles, step=step, train_ordering=train_ordering,
+                                 image_shape=image_shape, file_name=file_name or dashboard.PROFILES_FILE)
+        record = {"step": int(step), f"{prefix}/nll_by_ordering": {n: p["nll"] for n, p in profiles.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log(dashboard.wandb_payload(profiles, image_shape, self.run_dir, prefix), step=int(step))
+
     def log_image(self, name: str, path: Path, step: int) -> None:
         """Records a saved PNG (its path in jsonl, a ``wandb.Image`` in W&B)."""
         self._file.write(json.dumps({"step": int(step), name: str(path)}) + "\n")
@@ -147,6 +162,12 @@ class RunLogger:
         if self.wandb_run is not None:
             self.wandb_run.finish(exit_code=1 if failed else 0)
             self.wandb_run = None
+
+
+def run_id_for(run_dir: Path) -> str:
+    """A W&B run id stable per run dir, so a resumed run (and ``nade-eval`` on it) continues
+    the same W&B run."""
+    return hashlib.sha1(str(Path(run_dir).absolute()).encode()).hexdigest()[:12]
 
 
 def start_wandb(config: dict, run_dir: Path, *, project: str, entity: str | None, group: str | None,

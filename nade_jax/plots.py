@@ -1,4 +1,11 @@
-"""PNG figures: sample grids, and the report's comparison plots."""
+"""PNG figures: titled sample grids, per-position heat maps, and the report's comparison plots.
+
+The comparison plots share one rule for their NLL axis (``nll_axis_range``): it spans every
+plotted value *and* the reference lines (the independent baseline, the Markov chain), so a
+gap between two models is always seen against the gap to the baseline, and it is computed
+from finite values of finished runs only, so a diverged run cannot rescale it. Every plot
+function returns the axis range it used.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+# One colour per model family, in the order models first appear (colour-blind safe).
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+REFERENCE_STYLE = {"independent baseline": ("#777777", "--"), "Markov chain": ("#555555", ":")}
 
-def save_sample_grid(samples: np.ndarray, image_shape: tuple[int, int], path: Path, columns: int = 8) -> Path:
-    """Tiles samples (n, H·W) as images of ``image_shape`` into one PNG at ``path``."""
+
+def _save(figure, path: Path) -> Path:
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return Path(path)
+
+
+def nll_axis_range(values, references=(), margin: float = 0.08) -> tuple[float, float]:
+    """(low, high) of an NLL axis covering the finite ``values`` and ``references`` with a
+    margin; non-finite entries are ignored."""
+    finite = [float(v) for v in list(values) + list(references) if v is not None and np.isfinite(v)]
+    if not finite:
+        return 0.0, 1.0
+    low, high = min(finite), max(finite)
+    pad = margin * (high - low) if high > low else 0.5
+    return low - pad, high + pad
+
+
+def save_sample_grid(samples: np.ndarray, image_shape: tuple[int, int], path: Path, columns: int = 8,
+                     title: str | None = None) -> Path:
+    """Tiles samples (n, H·W) as images of ``image_shape`` into one PNG at ``path``, under
+    ``title`` (e.g. model, ordering and step)."""
     samples = np.asarray(samples, np.float64)
     n = samples.shape[0]
     rows = -(-n // columns)
@@ -22,42 +52,177 @@ def save_sample_grid(samples: np.ndarray, image_shape: tuple[int, int], path: Pa
         r, c = divmod(index, columns)
         canvas[1 + r * (height + 1) : (r + 1) * (height + 1), 1 + c * (width + 1) : (c + 1) * (width + 1)] = image
     low, high = np.nanpercentile(canvas, [1, 99]) if np.isfinite(canvas).any() else (0, 1)
-    figure, axis = plt.subplots(figsize=(columns * 0.6, rows * 0.6))
+    figure, axis = plt.subplots(figsize=(max(columns * 0.6, 3.0), rows * 0.6 + (0.4 if title else 0)))
     axis.imshow(canvas, cmap="gray_r", vmin=low, vmax=max(high, low + 1e-6), interpolation="nearest")
     axis.axis("off")
-    figure.savefig(path, bbox_inches="tight", dpi=100)
-    plt.close(figure)
-    return Path(path)
+    if title:
+        axis.set_title(title, fontsize=9)
+    return _save(figure, path)
 
 
-def save_bar_chart(labels: list[str], values: list[float], path: Path, title: str, ylabel: str = "test NLL (nats)") -> Path:
-    figure, axis = plt.subplots(figsize=(max(4, 0.7 * len(labels) + 2), 3.5))
-    axis.bar(range(len(values)), values)
-    axis.set_xticks(range(len(values)), labels, rotation=45, ha="right")
-    finite = [v for v in values if np.isfinite(v)]
-    if finite:
-        span = max(finite) - min(finite)
-        axis.set_ylim(min(finite) - 0.5 * span - 0.5, max(finite) + 0.5 * span + 0.5)
-    axis.set_ylabel(ylabel)
-    axis.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+def _references(axis, references: dict[str, float], vertical: bool) -> None:
+    for name, value in references.items():
+        if value is None or not np.isfinite(value):
+            continue
+        colour, style = REFERENCE_STYLE.get(name, ("#999999", "-."))
+        line = axis.axvline if vertical else axis.axhline
+        line(value, color=colour, linestyle=style, linewidth=1.2, label=f"{name} {value:.2f}")
 
 
-def save_curves(curves: dict[str, tuple[list[int], list[float]]], path: Path, title: str) -> Path:
-    """One line per run: ensemble test NLL against the number of orderings K (log2 axis)."""
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    for label, (ks, values) in curves.items():
-        axis.plot(ks, values, marker="o", label=label)
+def save_nll_dots(rows: list[dict], references: dict[str, float], path: Path, title: str) -> tuple[float, float]:
+    """Test NLL per row: each seed's dot, the mean ± sd over seeds as a bar with its value.
+
+    ``rows``: [{"label": str, "values": [per-seed NLL], "colour_key": str}], top to bottom.
+    ``references``: {name: NLL} drawn as vertical lines. Returns the x-axis range.
+    """
+    keys = list(dict.fromkeys(r["colour_key"] for r in rows))
+    colours = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(keys)}
+    figure, axis = plt.subplots(figsize=(8.5, 0.42 * len(rows) + 1.4))
+    for i, row in enumerate(rows):
+        y = len(rows) - 1 - i
+        values = np.asarray(row["values"], np.float64)
+        colour = colours[row["colour_key"]]
+        mean = values.mean()
+        sd = values.std(ddof=1) if len(values) > 1 else 0.0
+        axis.errorbar(mean, y, xerr=sd, fmt="D", color=colour, markersize=6, capsize=4, zorder=3)
+        jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
+        axis.scatter(values, y + np.asarray(jitter), s=14, color=colour, alpha=0.55, zorder=2, edgecolors="none")
+        text = f"{mean:.2f} ± {sd:.2f} (n={len(values)})" if len(values) > 1 else f"{mean:.2f} (n=1)"
+        axis.annotate(text, (mean, y), xytext=(0, 8), textcoords="offset points", ha="center", fontsize=7.5)
+    _references(axis, references, vertical=True)
+    low, high = nll_axis_range([v for r in rows for v in r["values"]], references.values())
+    axis.set_xlim(low, high)
+    axis.set_ylim(-0.7, len(rows) - 0.3)
+    axis.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)], fontsize=8.5)
+    axis.set_xlabel("test NLL (nats per example; lower is better)")
+    axis.set_title(title, fontsize=10)
+    axis.grid(axis="x", alpha=0.3)
+    if any(v is not None and np.isfinite(v) for v in references.values()):
+        axis.legend(fontsize=7.5, loc="lower right")
+    _save(figure, path)
+    return low, high
+
+
+def save_fixed_vs_orderless(orderings: list[str], series: dict[str, dict[str, list[float]]],
+                            references: dict[str, float], path: Path, title: str) -> tuple[float, float]:
+    """For each ordering o (a group on the x axis), one marker per series (e.g. "NADE trained
+    on o", "orderless NADE evaluated on o"): mean ± sd over seeds, with the seeds' dots.
+
+    ``series``: {name: {ordering: [per-seed NLL]}}; ``references``: horizontal lines (the
+    independent baseline, the orderless ensemble). Returns the y-axis range.
+    """
+    figure, axis = plt.subplots(figsize=(max(5.5, 1.6 * len(orderings) + 2.5), 4.0))
+    width = 0.7 / max(len(series), 1)
+    plotted = []
+    for s, (name, by_ordering) in enumerate(series.items()):
+        colour = PALETTE[s % len(PALETTE)]
+        for i, ordering in enumerate(orderings):
+            values = np.asarray(by_ordering.get(ordering, []), np.float64)
+            if not len(values):
+                continue
+            x = i + (s - (len(series) - 1) / 2) * width
+            sd = values.std(ddof=1) if len(values) > 1 else 0.0
+            axis.errorbar(x, values.mean(), yerr=sd, fmt="o", color=colour, capsize=4, markersize=7,
+                          label=name if i == min(j for j, o in enumerate(orderings) if o in by_ordering) else None)
+            axis.scatter(np.full(len(values), x + 0.08), values, s=12, color=colour, alpha=0.5, edgecolors="none")
+            axis.annotate(f"{values.mean():.2f}", (x, values.mean()), xytext=(-6, 0), textcoords="offset points",
+                          ha="right", va="center", fontsize=7.5)
+            plotted += list(values)
+    _references(axis, references, vertical=False)
+    low, high = nll_axis_range(plotted, references.values())
+    axis.set_ylim(low, high)
+    axis.set_xticks(range(len(orderings)), orderings)
+    axis.set_xlim(-0.6, len(orderings) - 0.4)
+    axis.set_xlabel("ordering (trained on, or evaluated on)")
+    axis.set_ylabel("test NLL (nats)")
+    axis.set_title(title, fontsize=10)
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=7.5, loc="best")
+    _save(figure, path)
+    return low, high
+
+
+def save_ensemble_curves(curves: dict[str, tuple[list[int], list[list[float]]]], path: Path, title: str,
+                         references: dict[str, float] | None = None) -> tuple[float, float]:
+    """Ensemble test NLL against K (log2 axis): one line per distinct model, the mean over
+    seeds, with a band from the lowest to the highest seed.
+
+    ``curves``: {label: (ks, [per-seed NLL list aligned with ks])}. Returns the y range.
+    """
+    figure, axis = plt.subplots(figsize=(6.5, 3.8))
+    plotted = []
+    for i, (label, (ks, per_seed)) in enumerate(curves.items()):
+        values = np.asarray(per_seed, np.float64)  # (S, len(ks))
+        colour = PALETTE[i % len(PALETTE)]
+        axis.plot(ks, values.mean(axis=0), marker="o", color=colour, label=f"{label} (n={len(values)})")
+        if len(values) > 1:
+            axis.fill_between(ks, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.18, linewidth=0)
+        plotted += values.ravel().tolist()
+    _references(axis, references or {}, vertical=False)
+    low, high = nll_axis_range(plotted, [])
+    axis.set_ylim(low, high)
     axis.set_xscale("log", base=2)
     axis.set_xlabel("orderings in the ensemble (K)")
     axis.set_ylabel("test NLL (nats)")
-    axis.set_title(title)
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3)
     if curves:
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7.5)
+    _save(figure, path)
+    return low, high
+
+
+def save_profiles(profiles: dict[str, np.ndarray], path: Path, title: str) -> Path:
+    """Per-position NLL along the ordering: cumulative (left) and per position (right,
+    smoothed over 5 positions), one line per (model, ordering), mean over seeds.
+
+    ``profiles``: {label: (D,) mean NLL per position, in ordering order}. Line styles: solid
+    for labels without "orderless", dashed for the orderless model on the same ordering.
+    """
+    figure, (cumulative, local) = plt.subplots(1, 2, figsize=(11, 3.8))
+    orderings = list(dict.fromkeys(label.split(" · ")[-1] for label in profiles))
+    for label, profile in profiles.items():
+        profile = np.asarray(profile, np.float64)
+        d = np.arange(1, len(profile) + 1)
+        colour = PALETTE[orderings.index(label.split(" · ")[-1]) % len(PALETTE)]
+        style = "--" if "orderless" in label else "-"
+        cumulative.plot(d, np.cumsum(profile), style, color=colour, label=label, linewidth=1.4)
+        window = min(5, len(profile))
+        kernel = np.ones(window)
+        smooth = np.convolve(profile, kernel, mode="same") / np.convolve(np.ones_like(profile), kernel, mode="same")
+        local.plot(d, smooth, style, color=colour, linewidth=1.2)
+    cumulative.set_xlabel("position d along the ordering")
+    cumulative.set_ylabel("cumulative NLL Σ_{d'≤d} (nats)")
+    local.set_xlabel("position d along the ordering")
+    local.set_ylabel("NLL of the d-th conditional (nats, 5-point mean)")
+    for axis in (cumulative, local):
+        axis.grid(alpha=0.3)
+    cumulative.legend(fontsize=7, loc="upper left")
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return _save(figure, path)
+
+
+def save_heat_maps(maps: dict[str, np.ndarray], image_shape: tuple[int, int], path: Path, title: str,
+                   columns: int | None = None) -> Path:
+    """Pixel heat maps on one shared colour scale: the NLL of each pixel when it is
+    predicted under an ordering. ``maps``: {panel title: (D,) NLL by variable}."""
+    n = len(maps)
+    columns = columns or min(n, 4)
+    rows = -(-n // columns)
+    stacked = np.asarray([np.asarray(m, np.float64) for m in maps.values()])
+    high = float(np.nanmax(stacked)) if np.isfinite(stacked).any() else 1.0
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns + 0.8, 2.6 * rows + 0.5), squeeze=False)
+    image = None
+    for axis, (name, values) in zip(axes.ravel(), maps.items()):
+        image = axis.imshow(np.asarray(values).reshape(image_shape), cmap="magma", vmin=0.0, vmax=high,
+                            interpolation="nearest")
+        axis.set_title(f"{name}\nΣ = {np.nansum(values):.2f} nats", fontsize=8)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    for axis in axes.ravel()[n:]:
+        axis.axis("off")
+    if image is not None:
+        figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="NLL of the pixel (nats)")
+    figure.suptitle(title, fontsize=10)
+    return _save(figure, path)

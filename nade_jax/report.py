@@ -1,104 +1,476 @@
-"""The offline dashboard: compare a sweep's runs from their ``metrics.jsonl``.
+"""``nade-report DIR``: the orderings dashboard of a sweep, offline.
 
-    python -m nade_jax.report multirun/2026-11-27/10-00-00 [--out DIR]
+    nade-report multirun/2026-11-27/10-00-00 [--out DIR] [--orderings identity,random_s1]
 
-Writes ``report.md`` (a Markdown table of test NLL by model and ordering, the per-ordering
-table of orderless runs and their ensemble curves) and PNG plots into DIR (default
-``<multirun dir>/report``).
+Reads every run dir under DIR (``config.yaml``, ``status.json``, ``metrics.jsonl``,
+``profiles.json``, ``samples.png``) and writes into ``--out`` (default ``DIR/report``):
+
+* ``report.html``: one self-contained page (images inlined as base64 PNG, no external URL);
+* ``report.md`` and the PNGs it links; ``report.json``: the figures' numbers and axis ranges.
+
+The page: test NLL by model x ordering (mean ± sd over seeds, each seed's dot, the independent
+and Markov-chain baselines as reference lines, on an axis that spans the baseline); runs
+that diverged, failed or were collapsed, with their reason, left out of every axis; each
+ordering's fixed-order NADE next to the orderless model evaluated on it, with the orderless
+ensemble; ensemble NLL vs K, one line per distinct model with a band over seeds; the
+cumulative per-position NLL and pixel heat maps for a handful of orderings; sample grids.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from nade_jax.plots import save_bar_chart, save_curves
+from nade_jax import plots
+from nade_jax.dashboard import PROFILES_FILE, heat_maps
+
+SKIP_DIRS = {"checkpoints", "wandb", "report", "samples", ".hydra", ".jobs", ".orderless", "eval", "eval_sweep"}
+# Overrides that do not make a model distinct (they are the seed, the ordering, or bookkeeping).
+NOT_DISTINCT = ("seed", "ordering", "ordering.seed", "experiment", "trainer.progress", "logger", "hydra")
 
 
-def read_run(run_dir: Path) -> dict:
-    """One run's choices (model, data, ordering, …) and its last value of every metric."""
+@dataclasses.dataclass
+class Run:
+    """One run dir as the report sees it."""
+
+    dir: Path
+    status: str  # finished, diverged, failed, skipped (collapsed), running, or unknown
+    reason: str | None
+    model: str  # the model config's name, plus any distinguishing overrides
+    data: str
+    ordering: str  # the training (orderless: validation) ordering's label
+    seed: int | None
+    metrics: dict
+    profiles: dict | None = None
+
+    @property
+    def orderless(self) -> bool:
+        return "test/ensemble_nll" in self.metrics or "test/nll_per_ordering" in self.metrics
+
+    @property
+    def test_nll(self) -> float | None:
+        value = self.metrics.get("test/nll")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def usable(self) -> bool:
+        """Finished with a finite test NLL: the only runs that enter a figure."""
+        return self.status == "finished" and self.test_nll is not None and math.isfinite(self.test_nll)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a sweep.
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_metrics(path: Path) -> dict:
     latest: dict = {}
-    with open(run_dir / "metrics.jsonl") as lines:
-        for line in lines:
-            latest.update(json.loads(line))
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                latest.update(json.loads(line))
+            except ValueError:  # a line cut short by a kill
+                continue
+    return latest
+
+
+def _label(kind: str, seed) -> str:
+    from nade_jax.orderings import label
+
+    return label(kind, seed if isinstance(seed, int) else 0)
+
+
+def _overrides(run_dir: Path) -> list[str]:
+    data = None
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if path.exists():
+        data = yaml.safe_load(path.read_text())
+    return [str(o) for o in data or []]
+
+
+def read_run(run_dir: Path, job_records: dict[str, dict] | None = None) -> Run:
+    """One run: its config and choices, status (status.json, else the sweep's job record,
+    else inferred from metrics.jsonl), last value of every metric and profiles."""
+    run_dir = Path(run_dir)
+    config = {}
+    if (run_dir / "config.yaml").exists():
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     choices = {}
-    if hydra_file.exists():
-        choices = yaml.safe_load(hydra_file.read_text())["hydra"]["runtime"]["choices"]
-    return {"dir": run_dir, "choices": choices, "metrics": latest}
+    if (run_dir / ".hydra" / "hydra.yaml").exists():
+        hydra_cfg = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}
+        choices = hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices", {}) or {}
+    metrics = _read_metrics(run_dir / "metrics.jsonl")
+    status = _read_json(run_dir / "status.json") or (job_records or {}).get(str(run_dir.resolve())) or {}
+    state, reason = status.get("status"), status.get("reason")
+    if state is None:  # no status.json (an older run, or one killed before writing it)
+        if "test/nll" in metrics:
+            state = "finished"
+        else:
+            state, reason = "unknown", "no status.json and no test/nll in metrics.jsonl: the run did not finish"
+    if state == "finished" and not (isinstance(metrics.get("test/nll"), (int, float)) and
+                                    math.isfinite(metrics["test/nll"])):
+        state, reason = "failed", f"finished without a finite test NLL ({metrics.get('test/nll')!r})"
+    model = choices.get("model") or str(config.get("model", {}).get("_target_", "?")).rsplit(".", 1)[-1]
+    extra = [o for o in _overrides(run_dir) if o.split("=", 1)[0].lstrip("+~") not in NOT_DISTINCT
+             and not o.split("=", 1)[0].lstrip("+~").startswith(("model=", "hydra.")) and not o.startswith("model=")]
+    if extra:
+        model += " [" + ",".join(sorted(extra)) + "]"
+    ordering_cfg = config.get("ordering", {}) or {}
+    ordering = _label(ordering_cfg["kind"], ordering_cfg.get("seed", 0)) if "kind" in ordering_cfg else \
+        choices.get("ordering", "?")
+    data = (config.get("data", {}) or {}).get("name") or choices.get("data", "?")
+    if not config:  # a job that never got as far as its config (e.g. collapsed): name it by its dir
+        model = run_dir.name
+    return Run(run_dir, state, reason, model, str(data), ordering, config.get("seed"), metrics,
+               _read_json(run_dir / PROFILES_FILE))
 
 
-def find_runs(root: Path) -> list[dict]:
-    runs = [read_run(path.parent) for path in sorted(root.rglob("metrics.jsonl"))]
-    return [run for run in runs if "test/nll" in run["metrics"]]
+def _job_records(root: Path) -> dict[str, dict]:
+    """The sweep's per-job records (``<sweep>/.jobs/*.json``), by resolved run dir."""
+    records = {}
+    for path in sorted(root.rglob(".jobs/*.json")):
+        record = _read_json(path)
+        if isinstance(record, dict) and "dir" in record:
+            records[str(Path(record["dir"]).resolve())] = record
+    return records
 
 
-def _fmt(value) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+def find_runs(root: Path) -> list[Run]:
+    """Every run dir under ``root`` (a dir holding config.yaml, status.json or metrics.jsonl)."""
+    root = Path(root)
+    records = _job_records(root)
+    dirs = set()
+    for marker in ("config.yaml", "status.json", "metrics.jsonl"):
+        for path in root.rglob(marker):
+            if not SKIP_DIRS.intersection(path.relative_to(root).parts[:-1]):
+                dirs.add(path.parent)
+    for record in records.values():  # jobs that left no file of their own
+        path = Path(record["dir"])
+        if path.is_dir() or not path.exists():
+            dirs.add(path)
+    return [read_run(d, records) for d in sorted(dirs, key=lambda p: (_job_number(p), str(p)))]
 
 
-def build_report(root: Path, out: Path) -> Path:
-    """Writes report.md and PNGs for the runs under ``root``; returns the report path."""
-    runs = find_runs(root)
+def _job_number(path: Path) -> int:
+    head = path.name.split("_", 1)[0]
+    return int(head) if head.isdigit() else -1
+
+
+# ---------------------------------------------------------------------------------------
+# The figures' numbers.
+
+def _mean_sd(values) -> tuple[float, float]:
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _by_seed(runs: list[Run]) -> dict:
+    """One run per seed (the first): identical reruns collapse."""
+    kept = {}
+    for run in runs:
+        kept.setdefault(run.seed, run)
+    return kept
+
+
+def nll_rows(runs: list[Run]) -> list[dict]:
+    """Rows of the headline figure: fixed-order models per training ordering; orderless models
+    as the mean over their K evaluation orderings and as the K-ordering ensemble. Sorted by
+    mean NLL, best first (the table and the figure share the order)."""
+    fixed, orderless = defaultdict(list), defaultdict(list)
+    for run in runs:
+        (orderless[run.model] if run.orderless else fixed[(run.model, run.ordering)]).append(run)
+    rows = []
+    for (model, ordering), group in fixed.items():
+        seeds = _by_seed(group)
+        rows.append({"label": f"{model} · {ordering}", "model": model, "ordering": ordering, "colour_key": model,
+                     "values": [r.test_nll for r in seeds.values()], "seeds": list(seeds)})
+    for model, group in orderless.items():
+        seeds = _by_seed(group)
+        k = max(len(r.metrics.get("test/nll_per_ordering", [])) for r in seeds.values())
+        single = [r.metrics.get("test/nll_num_orderings") for r in seeds.values()]
+        # The protocol's headline (evaluate.final_evaluation): test/nll is the mean over the first n random
+        # orderings; older runs have only the mean over all K.
+        headline = ("test/nll", f"mean of {max(single)} random orderings") if all(single) else \
+            ("test/mean_ordering_nll", f"mean of {k} orderings")
+        for key, what in (headline, ("test/ensemble_nll", f"ensemble K={k}")):
+            values = [r.metrics[key] for r in seeds.values() if isinstance(r.metrics.get(key), (int, float))]
+            if values:
+                rows.append({"label": f"{model} · {what}", "model": model, "ordering": what, "colour_key": model,
+                             "values": values, "seeds": list(seeds)})
+    for row in rows:
+        row["mean"], row["sd"] = _mean_sd(row["values"])
+    return sorted(rows, key=lambda r: r["mean"])
+
+
+def references(runs: list[Run]) -> dict[str, float]:
+    """The independent baseline (median over runs: the same data give the same value) and,
+    where the sweep has Markov-chain runs, the best Markov chain's mean test NLL."""
+    refs = {}
+    baselines = [r.metrics["test/baseline_nll"] for r in runs if isinstance(r.metrics.get("test/baseline_nll"), (int, float))]
+    if baselines:
+        refs["independent baseline"] = float(np.median(baselines))
+    markov = defaultdict(list)
+    for run in runs:
+        if run.model.startswith("markov"):
+            markov[run.ordering].append(run.test_nll)
+    if markov:
+        refs["Markov chain"] = min(float(np.mean(v)) for v in markov.values())
+    return refs
+
+
+def comparison(runs: list[Run]) -> tuple[list[str], dict[str, dict[str, list[float]]], dict[str, float]]:
+    """Per ordering o: each fixed-order model trained on o, and each orderless model evaluated
+    on o (its profiles.json, else its per-ordering table). Returns (orderings, series,
+    {"<orderless> ensemble K=k": mean ensemble NLL})."""
+    series: dict[str, dict[str, list[float]]] = {}
+    ensembles = {}
+    fixed_orderings = list(dict.fromkeys(r.ordering for r in runs if not r.orderless))
+    for run in runs:
+        if not run.orderless:
+            series.setdefault(f"{run.model} trained on o", {}).setdefault(run.ordering, []).append(run.test_nll)
+    for model in dict.fromkeys(r.model for r in runs if r.orderless):
+        seeds = _by_seed([r for r in runs if r.orderless and r.model == model])
+        by_ordering: dict[str, list[float]] = {}
+        for run in seeds.values():
+            evaluated = {n: p["nll"] for n, p in (run.profiles or {}).get("orderings", {}).items()}
+            evaluated.update({n: v for n, v in zip(run.metrics.get("test/ordering_names", []),
+                                                   run.metrics.get("test/nll_per_ordering", [])) if n not in evaluated})
+            for name, value in evaluated.items():
+                if name in fixed_orderings or not fixed_orderings:
+                    by_ordering.setdefault(name, []).append(value)
+        series[f"{model} evaluated on o"] = by_ordering
+        values = [r.metrics["test/ensemble_nll"] for r in seeds.values() if "test/ensemble_nll" in r.metrics]
+        if values:
+            k = max(len(r.metrics.get("test/nll_per_ordering", [])) for r in seeds.values())
+            ensembles[f"{model} ensemble K={k}"] = float(np.mean(values))
+    orderings = fixed_orderings or list(dict.fromkeys(o for s in series.values() for o in s))
+    return orderings, {name: s for name, s in series.items() if s}, ensembles
+
+
+def ensemble_curves(runs: list[Run]) -> dict[str, tuple[list[int], list[list[float]]]]:
+    """{distinct orderless model: (ks, per-seed curves)}; runs of one model and seed (an
+    ordering swept for an orderless model) collapse into one curve."""
+    curves = {}
+    for model in dict.fromkeys(r.model for r in runs if "test/ensemble_curve_k" in r.metrics):
+        seeds = _by_seed([r for r in runs if r.model == model and "test/ensemble_curve_k" in r.metrics])
+        ks = list(seeds.values())[0].metrics["test/ensemble_curve_k"]
+        per_seed = [r.metrics["test/ensemble_curve_nll"] for r in seeds.values() if r.metrics["test/ensemble_curve_k"] == ks]
+        curves[model] = (ks, per_seed)
+    return curves
+
+
+def mean_profiles(runs: list[Run], chosen: list[str]) -> tuple[dict[str, np.ndarray], dict[str, list[int]], tuple | None]:
+    """{"<model> · <o>": (D,) mean over seeds of the per-position NLL} for the chosen
+    orderings: fixed-order models under their training ordering, orderless models under each
+    chosen ordering; plus each ordering's permutation and the image shape."""
+    sums, perms, image_shape = defaultdict(list), {}, None
+    for run in runs:
+        if not run.profiles:
+            continue
+        image_shape = image_shape or (tuple(run.profiles["image_shape"]) if run.profiles.get("image_shape") else None)
+        names = list(run.profiles["orderings"]) if run.orderless else [run.profiles["train_ordering"]]
+        for name in names:
+            if name in chosen:
+                entry = run.profiles["orderings"][name]
+                sums[(run.model, name, run.seed)].append(np.asarray(entry["nll_per_position"], np.float64))
+                perms[name] = entry["ordering"]
+    grouped = defaultdict(list)
+    for (model, name, _), values in sums.items():
+        grouped[(model, name)].append(values[0])
+    order = {name: i for i, name in enumerate(chosen)}
+    keys = sorted(grouped, key=lambda k: (order[k[1]], "orderless" in k[0], k[0]))
+    return {f"{m} · {o}": np.mean(grouped[(m, o)], axis=0) for m, o in keys}, perms, image_shape
+
+
+# ---------------------------------------------------------------------------------------
+# The report.
+
+def _fmt(value, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+
+
+def findings(rows: list[dict], series: dict, orderings: list[str], refs: dict[str, float]) -> list[str]:
+    """A few plain sentences on what the figures show (computed, not hand-written)."""
+    lines = []
+    fixed = [r for r in rows if "·" in r["label"] and not r["ordering"].startswith(("mean of", "ensemble"))]
+    if fixed:
+        best, worst = fixed[0], fixed[-1]
+        lines.append(f"Best fixed-order run: {best['label']} at {_fmt(best['mean'])} ± {_fmt(best['sd'])} nats; worst: "
+                     f"{worst['label']} at {_fmt(worst['mean'])} ± {_fmt(worst['sd'])} (gap {_fmt(worst['mean'] - best['mean'])}).")
+    base = refs.get("independent baseline")
+    if base is not None and rows:
+        lines.append(f"Every plotted model is {_fmt(base - rows[-1]['mean'])} to {_fmt(base - rows[0]['mean'])} nats "
+                     f"below the independent baseline ({_fmt(base)}).")
+    fixed_names = [n for n in series if n.endswith("trained on o")]
+    orderless_names = [n for n in series if n.endswith("evaluated on o")]
+    for f_name in fixed_names:
+        for o_name in orderless_names:
+            gaps = [np.mean(series[o_name][o]) - np.mean(series[f_name][o]) for o in orderings
+                    if series[f_name].get(o) and series[o_name].get(o)]
+            if gaps:
+                lines.append(f"{o_name.replace(' evaluated on o', '')} on the same ordering is {_fmt(min(gaps))} to "
+                             f"{_fmt(max(gaps))} nats {'worse' if np.mean(gaps) > 0 else 'better'} than "
+                             f"{f_name.replace(' trained on o', '')} trained on it (mean {_fmt(float(np.mean(gaps)))}).")
+    return lines
+
+
+def build_report(root: Path, out: Path, chosen_orderings: list[str] | None = None) -> Path:
+    """Writes report.html, report.md, report.json and the PNGs for the runs under ``root``;
+    returns the HTML page's path. Raises ``ValueError`` when no run finished."""
+    from nade_jax.report_html import render_html
+
+    root, out = Path(root), Path(out)
+    runs = [r for r in find_runs(root) if out not in r.dir.parents and r.dir != out]
     if not runs:
-        raise ValueError(f"no finished runs (metrics.jsonl with test/nll) under {root}")
+        raise ValueError(f"no run dirs (config.yaml, status.json or metrics.jsonl) under {root}")
+    usable = [r for r in runs if r.usable]
+    if not usable:
+        raise ValueError(f"none of the {len(runs)} runs under {root} finished with a finite test NLL; "
+                         f"see their status.json")
     out.mkdir(parents=True, exist_ok=True)
-    label = lambda run: f"{run['choices'].get('model', '?')}/{run['choices'].get('ordering', '?')}"
-    lines = [f"# Report: {root}", "", f"{len(runs)} runs.", "",
-             "| model | data | ordering | steps | val NLL | test NLL | independent baseline | ensemble NLL | run |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for run in sorted(runs, key=lambda r: r["metrics"]["test/nll"]):
-        m, c = run["metrics"], run["choices"]
-        ensemble = m.get("test/ensemble_nll")
-        k = m["test/ensemble_curve_k"][-1] if "test/ensemble_curve_k" in m else None
-        lines.append(
-            f"| {c.get('model', '?')} | {c.get('data', '?')} | {c.get('ordering', '?')} | {m.get('step', '?')} | "
-            f"{_fmt(m.get('val/best_nll'))} | {_fmt(m['test/nll'])} | {_fmt(m.get('test/baseline_nll'))} | "
-            f"{_fmt(ensemble) + (f' (K={k})' if k else '')} | {run['dir'].name} |")
-    bar = save_bar_chart([label(r) for r in runs], [r["metrics"]["test/nll"] for r in runs], out / "test_nll.png",
-                         "Test NLL by model / training ordering")
-    lines += ["", f"![test NLL]({bar.name})"]
-
-    orderless = [r for r in runs if "test/nll_per_ordering" in r["metrics"]]
-    if orderless:
-        names = orderless[0]["metrics"]["test/ordering_names"]
-        lines += ["", "## Orderless models: test NLL per evaluation ordering", "",
-                  "| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        for run in orderless:
-            values = run["metrics"]["test/nll_per_ordering"]
-            lines.append(f"| {label(run)} | " + " | ".join(_fmt(v) for v in values) + " |")
-        curves = {label(r): (r["metrics"]["test/ensemble_curve_k"], r["metrics"]["test/ensemble_curve_nll"]) for r in orderless}
-        curve_png = save_curves(curves, out / "ensemble_curves.png", "Ensembles over orderings")
-        lines += ["", "## Ensembles: test NLL vs number of orderings", "",
-                  "| run | " + " | ".join(f"K={k}" for k in orderless[0]["metrics"]["test/ensemble_curve_k"]) + " |",
-                  "|---|" + "---|" * len(orderless[0]["metrics"]["test/ensemble_curve_k"])]
-        for name, (_, values) in curves.items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in values) + " |")
-        lines += ["", f"![ensemble curves]({curve_png.name})"]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    sections, summary = [], {"root": str(root), "runs": len(runs), "usable": len(usable), "data": {}}
+    for data in dict.fromkeys(r.data for r in usable):
+        sections.append(_data_section(data, [r for r in usable if r.data == data], out, chosen_orderings, summary))
+    problems = [r for r in runs if not r.usable]
+    summary["excluded"] = [{"dir": str(r.dir), "status": r.status, "reason": r.reason} for r in problems]
+    (out / "report.json").write_text(json.dumps(summary, indent=2, default=float))
+    (out / "report.md").write_text(_markdown(root, runs, problems, sections))
+    path = out / "report.html"
+    path.write_text(render_html(root, runs, problems, sections, out))
     return path
+
+
+def _data_section(data: str, runs: list[Run], out: Path, chosen: list[str] | None, summary: dict) -> dict:
+    """The figures and tables of one data set's runs."""
+    tag = "".join(c if c.isalnum() else "_" for c in data)
+    refs = references(runs)
+    rows = nll_rows(runs)
+    section = {"data": data, "rows": rows, "refs": refs, "figures": [], "findings": []}
+    numbers = summary["data"][data] = {"rows": rows, "references": refs}
+    axis = plots.save_nll_dots(rows, refs, out / f"{tag}_test_nll.png", f"{data}: test NLL by model and ordering "
+                               f"(mean ± sd over seeds; dots: seeds)")
+    numbers["test_nll_axis"] = list(axis)
+    section["figures"].append(("Test NLL by model × ordering", out / f"{tag}_test_nll.png",
+                               "Diamond and bar: mean ± sd over seeds (value above); small dots: each seed. Dashed: the "
+                               "independent (per-pixel) baseline; dotted: the best Markov chain, where the sweep has one. "
+                               "The axis spans the baselines, so gaps are seen at their true scale."))
+    orderings, series, ensembles = comparison(runs)
+    section["findings"] = findings(rows, series, orderings, refs)
+    if any(n.endswith("evaluated on o") for n in series) and any(n.endswith("trained on o") for n in series):
+        cmp_axis = plots.save_fixed_vs_orderless(orderings, series, {**refs, **ensembles}, out / f"{tag}_orderless_vs_fixed.png",
+                                                 f"{data}: a NADE trained on each ordering vs the orderless model evaluated on it")
+        numbers["comparison"] = {"orderings": orderings, "series": series, "ensembles": ensembles,
+                                 "axis": list(cmp_axis)}
+        section["figures"].append(("Orderless vs fixed order, on the same orderings", out / f"{tag}_orderless_vs_fixed.png",
+                                   "For each ordering o: the NADE trained on o, and the one orderless model per seed "
+                                   "evaluated (exactly) on o; horizontal lines: the orderless K-ordering ensemble and the "
+                                   "baselines."))
+    curves = ensemble_curves(runs)
+    if curves:
+        plots.save_ensemble_curves(curves, out / f"{tag}_ensembles.png", f"{data}: ensembles over orderings",
+                                   {k: v for k, v in refs.items() if k != "independent baseline"})
+        numbers["ensemble_curves"] = {m: {"k": ks, "per_seed": c} for m, (ks, c) in curves.items()}
+        section["figures"].append(("Ensemble NLL vs number of orderings K", out / f"{tag}_ensembles.png",
+                                   "One line per distinct model (runs of one model and seed collapse into one curve), "
+                                   "mean over seeds, band from the lowest to the highest seed."))
+    chosen = chosen or (orderings[:4] if orderings else [])
+    profiles, perms, image_shape = mean_profiles(runs, chosen)
+    if profiles:
+        plots.save_profiles(profiles, out / f"{tag}_profiles.png",
+                            f"{data}: where along the ordering the likelihood is lost (mean over seeds)")
+        numbers["profiles"] = {k: v.tolist() for k, v in profiles.items()}
+        section["figures"].append(("Per-position NLL along the ordering", out / f"{tag}_profiles.png",
+                                   "Left: cumulative test NLL of the first d conditionals (it ends at the test NLL); right: "
+                                   "the NLL of the d-th conditional. Solid: NADE trained on the ordering; dashed: the "
+                                   "orderless model evaluated on it."))
+        if image_shape is not None:
+            # One row per model, one column per ordering.
+            shown = [o for o in chosen if o in perms]
+            labels = sorted(profiles, key=lambda k: ("orderless" in k, k.rsplit(" · ", 1)[0], shown.index(k.rsplit(" · ", 1)[1])))
+            by_pixel = heat_maps({label: {"nll_per_position": profiles[label], "ordering": perms[label.rsplit(" · ", 1)[1]]}
+                                  for label in labels})
+            maps = {label.replace(" · ", "\n"): by_pixel[label] for label in labels}
+            plots.save_heat_maps(maps, image_shape, out / f"{tag}_heat_maps.png",
+                                 f"{data}: NLL of each pixel when it is predicted (mean over seeds)",
+                                 columns=len(shown) if len(shown) > 1 else min(len(maps), 4))
+            section["figures"].append(("Pixel heat maps", out / f"{tag}_heat_maps.png",
+                                       "The test NLL of each pixel when it is predicted under the ordering (one row "
+                                       "per model, one column per ordering, one colour scale); each panel sums to "
+                                       "that model's test NLL under that ordering."))
+    section["samples"] = _sample_grids(runs)
+    return section
+
+
+def _sample_grids(runs: list[Run]) -> list[tuple[str, Path]]:
+    """One titled sample grid per (model, ordering): the lowest seed's ``samples.png``."""
+    grids = {}
+    for run in sorted(runs, key=lambda r: (r.seed is None, r.seed)):
+        path = run.dir / "samples.png"
+        key = (run.model, run.ordering)
+        if path.exists() and key not in grids:
+            grids[key] = (f"{run.model} · {run.ordering}{' (validation)' if run.orderless else ''} · seed {run.seed} · "
+                          f"step {run.metrics.get('train/steps', run.metrics.get('step', '?'))}", path)
+    return list(grids.values())
+
+
+def _markdown(root: Path, runs: list[Run], problems: list[Run], sections: list[dict]) -> str:
+    lines = [f"# Orderings report: {root}", "",
+             f"{len(runs)} run dirs: {len(runs) - len(problems)} finished and plotted, {len(problems)} left out.", ""]
+    for section in sections:
+        lines += [f"## {section['data']}", ""]
+        lines += [f"- {line}" for line in section["findings"]] + [""]
+        lines += ["| model · ordering | test NLL mean ± sd | seeds | per seed |", "|---|---|---|---|"]
+        for row in section["rows"]:
+            lines.append(f"| {row['label']} | {_fmt(row['mean'], 3)} ± {_fmt(row['sd'], 3)} | {len(row['values'])} | "
+                         + ", ".join(_fmt(v, 3) for v in row["values"]) + " |")
+        for name, value in section["refs"].items():
+            lines.append(f"| {name} (reference) | {_fmt(value, 3)} | | |")
+        lines.append("")
+        for title, path, _ in section["figures"]:
+            lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
+    lines += ["## Runs plotted", "", "| run | model | data | ordering | seed | test NLL |", "|---|---|---|---|---|---|"]
+    for run in runs:
+        if run.usable:
+            lines.append(f"| {run.dir.name} | {run.model} | {run.data} | {run.ordering} | {run.seed} | "
+                         f"{_fmt(run.test_nll, 3)} |")
+    lines.append("")
+    if problems:
+        lines += ["## Runs left out of the figures", "", "| run | status | reason |", "|---|---|---|"]
+        for run in problems:
+            lines.append(f"| {run.dir.name} | {run.status} | {(run.reason or '').replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nade-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="a multirun dir (or any dir holding run dirs)")
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: ROOT/report)")
+    parser.add_argument("--orderings", default=None,
+                        help="comma-separated ordering names for the profiles and heat maps (default: the first 4)")
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         parser.error(f"root must be a directory, got {args.root}")
+    chosen = [o for o in args.orderings.split(",") if o] if args.orderings else None
     try:
-        path = build_report(args.root, args.out or args.root / "report")
+        path = build_report(args.root, args.out or args.root / "report", chosen)
     except ValueError as error:
         print(f"nade-report: error: {error}", file=sys.stderr)
         sys.exit(2)
-    print(path.read_text())
-    print(f"written to {path}")
+    print(path.with_name("report.md").read_text())
+    print(f"written to {path} (self-contained) and {path.with_name('report.md')}")
 
 
 if __name__ == "__main__":

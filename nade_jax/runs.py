@@ -59,11 +59,11 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -77,10 +77,10 @@ WANDB_MODES = (None, "online", "offline", "disabled")
 
 def check_config(cfg: DictConfig) -> None:
     """Checks the values the runner itself reads; raises ``ConfigError`` naming the key."""
-    _require(_is_int(cfg.get("seed")), f"seed must be an integer, got {cfg.get('seed')!r}")
+    _require(is_int(cfg.get("seed")), f"seed must be an integer, got {cfg.get('seed')!r}")
     kind = cfg.ordering.get("kind")
     _require(kind in orderings.KINDS, f"ordering.kind must be one of {list(orderings.KINDS)}, got {kind!r}")
-    _require(_is_int(cfg.ordering.get("seed", 0)), f"ordering.seed must be an integer, got {cfg.ordering.get('seed')!r}")
+    _require(is_int(cfg.ordering.get("seed", 0)), f"ordering.seed must be an integer, got {cfg.ordering.get('seed')!r}")
     check_optimizer(cfg.optimizer)
     logger_kind = cfg.logger.get("kind")
     _require(logger_kind in LOGGER_KINDS, f"logger.kind must be one of {list(LOGGER_KINDS)}, got {logger_kind!r}")
@@ -95,26 +95,30 @@ def check_optimizer(optimizer: DictConfig) -> None:
     _require(isinstance(target, str) and bool(target),
              f"optimizer._target_ must name an optimizer factory (e.g. optax.adam), got {target!r}")
     rate = optimizer.get("learning_rate")
-    _require(_is_number(rate) and rate > 0, f"optimizer.learning_rate must be a number > 0, got {rate!r}")
+    _require(is_number(rate) and rate > 0, f"optimizer.learning_rate must be a number > 0, got {rate!r}")
     schedule = optimizer.get("schedule", "constant")
     _require(schedule in SCHEDULES, f"optimizer.schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
     clip = optimizer.get("clip_norm")
-    _require(clip is None or (_is_number(clip) and clip > 0),
+    _require(clip is None or (is_number(clip) and clip > 0),
              f"optimizer.clip_norm must be a number > 0 or null, got {clip!r}")
 
 
 def check_trainer(trainer: DictConfig) -> None:
     for key in ("batch_size", "eval_every", "checkpoint_every", "eval_batch_size", "log_every", "keep_checkpoints"):
         value = trainer.get(key)
-        _require(_is_int(value) and value >= 1, f"trainer.{key} must be an integer >= 1, got {value!r}")
-    for key in ("patience", "num_eval_orderings", "num_samples", "max_steps", "epochs"):
+        _require(is_int(value) and value >= 1, f"trainer.{key} must be an integer >= 1, got {value!r}")
+    for key in ("patience", "num_eval_orderings", "num_samples", "max_steps", "epochs", "samples_every_evals"):
         value = trainer.get(key)
-        _require(value is None or (_is_int(value) and value >= 0),
+        _require(value is None or (is_int(value) and value >= 0),
                  f"trainer.{key} must be an integer >= 0 or null, got {value!r}")
-    _require(_is_int(trainer.get("eval_orderings_seed")),
+    _require(is_int(trainer.get("eval_orderings_seed")),
              f"trainer.eval_orderings_seed must be an integer, got {trainer.get('eval_orderings_seed')!r}")
+    try:  # the orderings orderless models are also evaluated on (orderings.from_specs)
+        orderings.check_specs(trainer.get("eval_orderings"))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     devices = trainer.get("devices")
-    _require(devices is None or (_is_int(devices) and devices >= 1),
+    _require(devices is None or (is_int(devices) and devices >= 1),
              f"trainer.devices must be an integer >= 1 or null (all devices), got {devices!r}")
     _require(isinstance(trainer.get("progress"), bool), f"trainer.progress must be true or false, got {trainer.get('progress')!r}")
     _require((trainer.max_steps is None) != (trainer.epochs is None),
@@ -123,10 +127,10 @@ def check_trainer(trainer: DictConfig) -> None:
     rule = trainer.get("divergence") or {}
     for key in ("max_excess", "max_rise"):
         value = rule.get(key)
-        _require(value is None or (_is_number(value) and value > 0),
+        _require(value is None or (is_number(value) and value > 0),
                  f"trainer.divergence.{key} must be a number > 0 or null (off), got {value!r}")
     value = rule.get("patience", 1)
-    _require(_is_int(value) and value >= 1, f"trainer.divergence.patience must be an integer >= 1, got {value!r}")
+    _require(is_int(value) and value >= 1, f"trainer.divergence.patience must be an integer >= 1, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -166,6 +170,8 @@ REPORTING_KEYS = (
     "trainer.checkpoint_every",
     "trainer.keep_checkpoints",
     "trainer.devices",
+    "trainer.eval_orderings",
+    "trainer.samples_every_evals",
 )
 
 
@@ -244,12 +250,10 @@ def record_job(hydra_cfg, run_dir: Path, status: str, reason: str | None) -> Non
 # Building a run: data, model, ordering.
 
 # Suggestions for model/data pairings by data kind (for the one-line mismatch message).
-MODELS_FOR = {"binary": "model=nade or model=orderless_nade", "real": "model=mog_nade or model=orderless_mog_nade"}
-DATA_FOR = {"binary": "data=digits or data=binarized_mnist", "real": "data=digits_real"}
-
-
-def _data_kind(splits) -> str:
-    return getattr(splits, "data_kind", None) or ("binary" if splits.binary else "real")
+MODELS_FOR = {"binary": "model=nade or model=orderless_nade", "real": "model=mog_nade or model=orderless_mog_nade",
+              "categorical": "model=categorical_nade"}
+DATA_FOR = {"binary": "data=digits or data=mnist5k", "real": "data=digits_real or data=mnist5k_real",
+            "categorical": "data=digits_levels"}
 
 
 def load_data(data_cfg: DictConfig):
@@ -279,10 +283,12 @@ def build_model(cfg: DictConfig, splits) -> DensityModel:
         check_model(model)
     except TypeError as error:
         raise ConfigError(f"model: {error}") from None
-    model_kind, data_kind = model.data_kind, _data_kind(splits)
+    model_kind, data_kind = model.data_kind, splits.kind
     _require(model_kind == data_kind,
              f"model {type(model).__name__} needs {model_kind} data, but data={splits.name} is {data_kind}; use "
              f"{DATA_FOR.get(model_kind, f'{model_kind} data')}, or {MODELS_FOR.get(data_kind, f'a {data_kind} model')}")
+    _require(model.num_categories == splits.num_categories,
+             f"model.num_categories must be {splits.num_categories} for data={splits.name}, got {model.num_categories}")
     return model
 
 
@@ -290,6 +296,22 @@ def validation_baseline_nll(splits) -> float:
     """The independent baseline's NLL on the validation split (the divergence rule's yardstick:
     training decisions never look at the test split)."""
     return float(data_lib.independent_baseline_nll(dataclasses.replace(splits, test=splits.val)))
+
+
+def make_checked_optimizer(optimizer_cfg: DictConfig, total_steps: int, params) -> optax.GradientTransformation:
+    """``optim.make_optimizer``, with its keyword arguments tried on one abstract update, so
+    that a bad value (``optimizer.b1=abc``) fails here naming the group, not mid-training."""
+    try:
+        tx = make_optimizer(optimizer_cfg, total_steps)
+        state = jax.eval_shape(tx.init, params)
+        jax.eval_shape(tx.update, params, state, params)
+    except hydra.errors.InstantiationException as error:
+        raise ConfigError(f"optimizer: {error.__cause__ or str(error).splitlines()[0]}") from None
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    except TypeError as error:
+        raise ConfigError(f"optimizer: {str(error).splitlines()[0]}") from None
+    return tx
 
 
 def make_ordering(cfg: DictConfig, splits) -> jax.Array:

@@ -29,8 +29,10 @@ def read_jobs(sweep_dir: Path) -> list[dict]:
 
 
 def summary_lines(records: list[dict]) -> list[str]:
-    failed = [r for r in records if r["status"] != "finished"]
-    lines = [f"multirun: {len(records) - len(failed)} finished, {len(failed)} failed (of {len(records)} jobs)"]
+    failed = [r for r in records if r["status"] not in ("finished", "skipped")]
+    skipped = [r for r in records if r["status"] == "skipped"]  # collapsed orderless jobs (orderless_sweeps)
+    lines = [f"multirun: {len(records) - len(failed) - len(skipped)} finished, "
+             + (f"{len(skipped)} collapsed, " if skipped else "") + f"{len(failed)} failed (of {len(records)} jobs)"]
     lines += [f"  {r['status']}: job {r['job']} in {r['dir']}: {r['reason']}" for r in failed]
     return lines
 
@@ -47,7 +49,7 @@ class SweepSummary(Callback):
         if not records:
             return
         lines = summary_lines(records)
-        failed = len(lines) > 1
+        failed = any(r["status"] not in ("finished", "skipped") for r in records)
         print("\n".join(lines), file=sys.stderr if failed else sys.stdout, flush=True)
         if failed:
             sys.exit(1)

@@ -7,7 +7,6 @@ Run plumbing (config checks, model building, the train state, status.json) lives
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import sys
@@ -22,11 +21,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from nade_jax import CONFIG_DIR, evaluate, pretrain, runs, steps
+from nade_jax import CONFIG_DIR, evaluate, orderings, pretrain, runs, steps
 from nade_jax.checkpoint import Checkpointer
 from nade_jax.data.preprocess import bernoulli_sample, dynamic_binarize
-from nade_jax.loggers import RunLogger, start_wandb
-from nade_jax.optim import make_optimizer
+from nade_jax.loggers import RunLogger, run_id_for, start_wandb
 from nade_jax.runs import ConfigError, Diverged, RunError, TrainState, TrainingPlan
 
 log = logging.getLogger(__name__)
@@ -47,11 +45,6 @@ _dynamic_binarize = jax.jit(dynamic_binarize)
 
 def _all_finite(tree) -> bool:
     return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
-
-
-def run_id_for(run_dir: Path) -> str:
-    """A W&B run id stable per run dir, so a resumed run continues the same W&B run."""
-    return hashlib.sha1(str(run_dir.absolute()).encode()).hexdigest()[:12]
 
 
 def divergence_reason(val_nll: float, state: TrainState, baseline: float, rule: DictConfig) -> tuple[str | None, int]:
@@ -90,20 +83,27 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                    status.get("status") == "finished" and (run_dir / "summary.json").exists()):
         return report_finished_run(run_dir, status)
 
-    splits = runs.load_data(cfg.data)
-    plan = runs.plan_training(cfg.trainer, len(splits.train))
-    model = runs.build_model(cfg, splits)
-    model.init_from_data(bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
-                         if splits.dynamic_binarization else splits.train)
-    if cfg.get("init_from"):  # warm start, or layer-wise pretraining (one more hidden layer)
-        model = pretrain.initialise_from(model, cfg.init_from, init_scale=cfg.model.get("init_scale") or 0.01,
-                                         seed=cfg.seed)
-    train_ordering = runs.make_ordering(cfg, splits)
-    tx = make_optimizer(cfg.optimizer, plan.total_steps)
-    graphdef, params = nnx.split(model)
-    mesh = None if cfg.trainer.devices == 1 else steps.make_mesh(cfg.trainer.devices)
-    if mesh is not None and plan.batch_size % mesh.size:
-        raise ConfigError(f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}")
+    try:
+        splits = runs.load_data(cfg.data)
+        plan = runs.plan_training(cfg.trainer, len(splits.train))
+        model = runs.build_model(cfg, splits)
+        model.init_from_data(bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
+                             if splits.dynamic_binarization else splits.train)
+        if cfg.get("init_from"):  # warm start, or layer-wise pretraining (one more hidden layer)
+            model = pretrain.initialise_from(model, cfg.init_from, init_scale=cfg.model.get("init_scale") or 0.01,
+                                             seed=cfg.seed)
+        train_ordering = runs.make_ordering(cfg, splits)
+        graphdef, params = nnx.split(model)
+        tx = runs.make_checked_optimizer(cfg.optimizer, plan.total_steps, params)
+        mesh = None if cfg.trainer.devices == 1 else steps.make_mesh(cfg.trainer.devices)
+        if mesh is not None and plan.batch_size % mesh.size:
+            raise ConfigError(f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}")
+    except ConfigError:
+        raise
+    except ValueError as error:  # the library's own argument checks name the argument
+        raise ConfigError(str(error)) from None
+    if model.is_orderless:
+        collapse_orderless_sweep(cfg, run_dir)
     train_step = steps.make_train_step(graphdef, tx, mesh)
     baseline_val = runs.validation_baseline_nll(splits)
 
@@ -121,8 +121,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 # Orderless models: the masked-objective estimate (evaluate.validation_nll).
                 validation_nll = lambda params: evaluate.validation_nll(nnx.merge(graphdef, params), splits.val,
                                                                          train_ordering, cfg.trainer.eval_batch_size)
+                on_evaluation = progress_samples(cfg, graphdef, splits, train_ordering, run_dir, logger)
                 state = training_loop(cfg, plan, splits, state, train_step, validation_nll, baseline_val,
-                                      train_ordering, checkpointer, logger)
+                                      train_ordering, checkpointer, logger, on_evaluation)
                 best_model = nnx.merge(graphdef, state.best_params)
                 metrics = report_final(cfg, best_model, splits, train_ordering, run_dir, logger, int(state.step))
                 metrics.update({"val/best_nll": state.best_val_nll, "train/steps": int(state.step),
@@ -138,8 +139,24 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     return metrics
 
 
+def progress_samples(cfg, graphdef, splits, train_ordering, run_dir: Path, logger: RunLogger):
+    """The hook that logs a sample grid every ``trainer.samples_every_evals`` evaluations
+    (``train/samples``, ``samples/step_<N>.png``), or None when off or the data are not images."""
+    every = cfg.trainer.get("samples_every_evals")
+    if not every or not cfg.trainer.num_samples or splits.image_shape is None:
+        return None
+
+    def on_evaluation(params, step: int) -> None:
+        if (step // cfg.trainer.eval_every) % every == 0:
+            (run_dir / "samples").mkdir(exist_ok=True)
+            log_sample_grid(cfg, nnx.merge(graphdef, params), splits, train_ordering,
+                            run_dir / "samples" / f"step_{step}.png", logger, "train/samples", step)
+
+    return on_evaluation
+
+
 def training_loop(cfg, plan, splits, state: TrainState, train_step, validation_nll, baseline_val, train_ordering,
-                  checkpointer, logger) -> TrainState:
+                  checkpointer, logger, on_evaluation=None) -> TrainState:
     """Steps from ``state.step`` to the end, early stopping or divergence; checkpoints as it goes.
 
     Raises ``Diverged`` on a NaN/inf loss (within one step) or when the divergence rule
@@ -182,6 +199,8 @@ def training_loop(cfg, plan, splits, state: TrainState, train_step, validation_n
                 state = state.replace(early_stopping=runs.as_arrays(stopping), best_params=best_params,
                                       evals_far_above=jnp.asarray(far_count))
                 logger.log({"val/nll": val, "val/best_nll": state.best_val_nll}, done)
+                if on_evaluation is not None and math.isfinite(val):
+                    on_evaluation(params, done)
             stop = bool(state.early_stopping.should_stop)
             if (done % trainer.checkpoint_every == 0 or is_last or stop or diverged) and _all_finite(params):
                 checkpointer.save(done, state)
@@ -199,20 +218,34 @@ def training_loop(cfg, plan, splits, state: TrainState, train_step, validation_n
 def report_final(cfg, model, splits, train_ordering, run_dir: Path, logger: RunLogger, step: int) -> dict:
     """Runs the final evaluation on the best parameters and logs it, with a sample grid."""
     num_orderings = cfg.trainer.num_eval_orderings if model.is_orderless else 0
+    ordering_name = orderings.label(cfg.ordering.kind, cfg.ordering.get("seed", 0))
+    # Orderless models are also evaluated (with profiles) on trainer.eval_orderings: the orderings
+    # the fixed-order runs of a sweep were trained on.
+    named = orderings.from_specs(cfg.trainer.get("eval_orderings"), splits.num_inputs, splits.image_shape) \
+        if model.is_orderless else {}
     result = evaluate.final_evaluation(model, splits, train_ordering, num_orderings=num_orderings or 0,
                                        orderings_seed=cfg.trainer.eval_orderings_seed,
-                                       batch_size=cfg.trainer.eval_batch_size)
+                                       batch_size=cfg.trainer.eval_batch_size,
+                                       train_ordering_name=ordering_name, profile_orderings=named)
     logger.log(dict(result.metrics), step)
     if result.per_ordering:
         logger.log_ordering_table(result.per_ordering, result.ensemble_curve, step)
+    logger.log_profiles(result.profiles, step=step, train_ordering=ordering_name, image_shape=splits.image_shape)
     if cfg.trainer.num_samples and splits.image_shape is not None:
-        from nade_jax.plots import save_sample_grid
-
-        samples = model.sample(jax.random.key(cfg.seed + 1), cfg.trainer.num_samples, train_ordering)
-        path = save_sample_grid(np.asarray(samples), splits.image_shape, run_dir / "samples.png")
-        logger.log_image("samples", path, step)
+        log_sample_grid(cfg, model, splits, train_ordering, run_dir / "samples.png", logger, "samples", step)
     log.info(result.line())
     return dict(result.metrics)
+
+
+def log_sample_grid(cfg, model, splits, ordering, path: Path, logger: RunLogger, name: str, step: int) -> None:
+    """A sample grid titled with the model, the ordering and the step, saved and logged."""
+    from nade_jax.plots import save_sample_grid
+
+    samples = model.sample(jax.random.key(cfg.seed + 1), cfg.trainer.num_samples, ordering)
+    model_name = _choices().get("model") or type(model).__name__
+    title = f"{model_name} · ordering {orderings.label(cfg.ordering.kind, cfg.ordering.get('seed', 0))}" \
+            f"{' (validation)' if model.is_orderless else ''} · seed {cfg.seed} · step {step}"
+    logger.log_image(name, save_sample_grid(np.asarray(samples), splits.image_shape, path, title=title), step)
 
 
 def report_finished_run(run_dir: Path, status: dict) -> dict:
@@ -249,6 +282,19 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
         OmegaConf.save(hydra_cfg.overrides.task, record / "overrides.yaml")
 
 
+def collapse_orderless_sweep(cfg: DictConfig, run_dir: Path) -> None:
+    """In a multirun, raises ``orderless_sweeps.Collapsed`` for an orderless job that only
+    changes ``ordering`` (``nade_jax.orderless_sweeps``)."""
+    name = _sweep_name()
+    if name is None:
+        return
+    from nade_jax import orderless_sweeps
+
+    hydra_cfg = HydraConfig.get()
+    orderless_sweeps.claim(cfg, run_dir, Path(hydra_cfg.sweep.dir), hydra_cfg.job.num,
+                           _choices().get("model") or cfg.model._target_.rsplit(".", 1)[-1])
+
+
 def _choices() -> dict[str, str]:
     try:
         return dict(HydraConfig.get().runtime.choices)
@@ -272,10 +318,13 @@ def open_logger(cfg: DictConfig, run_dir: Path, resume_step: int) -> RunLogger:
     if cfg.logger.kind == "wandb":
         choices = _choices()
         names = {group: choices.get(group, "custom") for group in ("model", "data", "ordering", "optimizer")}
+        names["ordering"] = orderings.label(cfg.ordering.kind, cfg.ordering.get("seed", 0))
         group = cfg.logger.group or cfg.get("experiment_name") or _sweep_name()
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config["ordering"]["name"] = names["ordering"]  # group and filter W&B runs by ordering.name (or kind, seed)
         wandb_run = start_wandb(
-            OmegaConf.to_container(cfg, resolve=True), run_dir, project=cfg.logger.project,
-            entity=cfg.logger.entity, group=group, name=f"{names['model']}/{names['ordering']}",
+            config, run_dir, project=cfg.logger.project,
+            entity=cfg.logger.entity, group=group, name=f"{names['model']}/{names['ordering']}/seed{cfg.seed}",
             job_type=names["model"], tags=[names["data"], names["ordering"], names["model"]],
             mode=cfg.logger.mode, run_id=run_id_for(run_dir))
     return RunLogger(run_dir, wandb_run, resume_step=resume_step)
@@ -285,7 +334,7 @@ EXIT_CODES = {"failed": 2, "diverged": 3}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def _app(cfg: DictConfig) -> float:
     """Trains one configuration; returns the best validation NLL (what sweepers optimise).
 
     An expected failure is one line on stderr (and in the run's log file) and status.json;
@@ -298,7 +347,7 @@ def main(cfg: DictConfig) -> float:
     try:
         metrics = train(cfg, run_dir)
     except RunError as error:
-        failure = (error.status, str(error))
+        failure = (error.status, " ".join(str(error).split()))  # one line, whatever the message
     except Exception as error:
         if not multirun:
             raise  # a bug: show the traceback
@@ -308,13 +357,36 @@ def main(cfg: DictConfig) -> float:
         runs.record_job(hydra_cfg, run_dir, "finished", None)
         return float(metrics.get("val/best_nll", float("nan")))
     status, reason = failure
-    log.error("nade-train: error: %s", reason)
+    (log.info if status == "skipped" else log.error)("nade-train: %s%s", "" if status == "skipped" else "error: ", reason)
     if runs.read_status(run_dir) is None and not (run_dir / "config.yaml").exists():
         runs.write_status(run_dir, status, reason=reason)  # a fresh dir: record why nothing ran
     runs.record_job(hydra_cfg, run_dir, status, reason)
     if multirun:
         return float("nan")
     sys.exit(EXIT_CODES.get(status, 2))
+
+
+def multirun_flag(argv: list[str]) -> list[str]:
+    """``argv`` with ``-m`` added when it names an experiment (or hparams_search) file that
+    declares ``hydra.mode: MULTIRUN``: this Hydra refuses a mode changed during composition,
+    so ``nade-train experiment=compare_orderings`` would otherwise fail."""
+    if any(arg in ("-m", "--multirun") for arg in argv):
+        return argv
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        group = key.lstrip("+")
+        path = Path(CONFIG_DIR) / group / f"{value}.yaml"
+        if group in ("experiment", "hparams_search") and path.is_file():
+            declared = OmegaConf.load(path).get("hydra", {}).get("mode")
+            if declared == "MULTIRUN":
+                return ["-m", *argv]
+    return argv
+
+
+def main() -> None:
+    """The ``nade-train`` entry point: the Hydra app, multirun when the experiment says so."""
+    sys.argv[1:] = multirun_flag(sys.argv[1:])
+    _app()
 
 
 if __name__ == "__main__":

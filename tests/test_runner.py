@@ -236,18 +236,26 @@ def test_divergence_rule():
     assert divergence_reason(2.3e7, _state(25.0, far=5), baseline, off) == (None, 0)
 
 
-def test_huge_learning_rate_is_reported_as_diverged(tmp_path):
+def test_huge_learning_rate_is_reported_as_diverged(uninterrupted, tmp_path):
     """optimizer.learning_rate=1e6 used to finish with a test NLL of 22860628 nats."""
+    run_dir = tmp_path / "sweep" / "bad"
     cfg = compose_config(TINY + ["optimizer.learning_rate=1e6", "trainer.max_steps=200"])
     with pytest.raises(Diverged, match="the run diverged and was stopped.*lower optimizer.learning_rate"):
-        train(cfg, tmp_path)
-    status = runs.read_status(tmp_path)
+        train(cfg, run_dir)
+    status = runs.read_status(run_dir)
     assert status["status"] == "diverged" and "validation NLL" in status["reason"]
-    assert not (tmp_path / "summary.json").exists()  # no test figure for a diverged run
-    run = restore_run(tmp_path)  # the best parameters are kept
+    assert not (run_dir / "summary.json").exists()  # no test figure for a diverged run
+    run = restore_run(run_dir)  # the best parameters are kept
     assert np.isfinite(float(run.state.early_stopping.best_metric))
     with pytest.raises(Diverged, match="diverged earlier"):  # a rerun does not resume it
-        train(cfg, tmp_path)
+        train(cfg, run_dir)
+    # The report lists it apart from the results.
+    from nade_jax.report import build_report
+
+    shutil.copytree(uninterrupted[0], tmp_path / "sweep" / "good")
+    text = build_report(tmp_path / "sweep", tmp_path / "report").with_name("report.md").read_text()
+    assert "1 finished and plotted, 1 left out" in text and "| good |" in text
+    assert text.split("## Runs left out of the figures")[1].count("| bad | diverged | validation NLL") == 1
 
 
 # --- Run dirs are data, not code -------------------------------------------------------------
@@ -296,8 +304,16 @@ def test_run_dir_config_with_foreign_target_is_refused(uninterrupted, tmp_path, 
     (["model.activation=swish"], "model: "),
     (["model._target_=nade_jax.models.NoSuchModel"], "model._target_: "),
     (["data.threshold=abc"], "data."),
+    (["optimizer.b1=abc"], "optimizer: "),
+    (["+optimizer.foo=1"], "optimizer: "),
+    (["ordering=column_major", "data=digits", "model.num_hidden=8"], None),
+    (["trainer.devices=64"], "trainer.devices must be in"),
 ])
 def test_bad_values_are_one_message_naming_the_key(tmp_path, overrides, message):
+    if message is None:  # a valid combination: the run must start (it is stopped at once here)
+        cfg = compose_config(TINY + overrides + ["trainer.max_steps=1"])
+        assert train(cfg, tmp_path)["train/steps"] == 1
+        return
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace("[", r"\[")):
         train(compose_config(TINY + overrides), tmp_path)
     assert not any(tmp_path.iterdir())  # refused before anything was written
@@ -363,7 +379,7 @@ def test_mismatched_rerun_through_the_cli_leaves_the_run_usable(tmp_path):
     assert evaluated.stderr == "" and len(evaluated.stdout.splitlines()) == 1  # quiet: one line
     from nade_jax.report import read_run
 
-    assert read_run(run_dir)["choices"]["model"] == "mog_nade"
+    assert read_run(run_dir).model == "mog_nade"
 
 
 @pytest.mark.slow

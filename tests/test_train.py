@@ -145,19 +145,67 @@ def test_nan_loss_stops_within_one_step_and_keeps_last_good_checkpoint(tmp_path,
     assert all(np.all(np.isfinite(np.asarray(v[...]))) for _, v in nnx.state(run.model).flat_state())
 
 
-def _wandb_history(run_dir):
+def _wandb_history(run_dir, attempts=1):
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(offline) == 1, offline
-    result = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline[0])],
-                            capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:  # older CLIs: `wandb leet` is only a console script
-        wandb_cli = Path(sys.executable).with_name("wandb")
-        result = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(offline[0])],
+    assert len(offline) == attempts, offline
+    history, runs = [], []
+    for attempt in offline:
+        result = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(attempt)],
                                 capture_output=True, text=True, timeout=120)
-    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    history = [r["history"] for r in records if r["type"] == "history"]
-    runs = [r["run"] for r in records if r["type"] == "run"]
+        if result.returncode != 0:  # older CLIs: `wandb leet` is only a console script
+            wandb_cli = Path(sys.executable).with_name("wandb")
+            result = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(attempt)],
+                                    capture_output=True, text=True, timeout=120)
+        records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        history += [r["history"] for r in records if r["type"] == "history"]
+        runs += [r["run"] for r in records if r["type"] == "run"]
     return history, runs
+
+
+def _logged_values(history):
+    logged = {}
+    for item in history:
+        step = int(item["step"]["num"]) if "step" in item else None
+        for key, value in item["item"].items():
+            if not key.startswith("_"):
+                logged.setdefault((step, key), value)  # the first attempt's value
+    return logged
+
+
+@pytest.mark.slow
+def test_wandb_history_of_an_interrupted_run_stays_complete(tmp_path, monkeypatch):
+    """An attempt interrupted at step 50 and its resumed attempt log offline under one run id;
+    together they hold every metrics.jsonl value once, at its step (sync them oldest first)."""
+    from nade_jax import steps
+
+    make_step = steps.make_train_step
+
+    def interrupted_make(*args, **kwargs):
+        step, calls = make_step(*args, **kwargs), []
+
+        def interrupted(*step_args):
+            if len(calls) == 50:
+                raise KeyboardInterrupt
+            calls.append(1)
+            return step(*step_args)
+
+        return interrupted
+
+    cfg = compose_config([o for o in TINY if o != "logger=none"] + ["logger.mode=offline", "trainer.num_samples=0"])
+    monkeypatch.setattr(steps, "make_train_step", interrupted_make)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path)
+    monkeypatch.undo()
+    train(cfg, tmp_path)
+    history, runs = _wandb_history(tmp_path, attempts=2)
+    assert len({r["run_id"] for r in runs}) == 1
+    logged = _logged_values(history)
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert len({r["step"] for r in rows if "train/loss" in r}) == len([r for r in rows if "train/loss" in r])
+    for record in rows:
+        for key, value in record.items():
+            if key != "step" and isinstance(value, float):
+                assert logged.get((record["step"], key)) == pytest.approx(value, rel=1e-6), (record["step"], key)
 
 
 def test_offline_wandb_run_reads_back_the_logged_metrics(tmp_path):

@@ -153,6 +153,14 @@ class DensityModel(nnx.Module, abc.ABC):
     def init_from_data(self, x) -> None:
         """Data-dependent initialisation (e.g. output biases from marginals); x (N, D) numpy."""
 
+    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+        """(B, D) the per-position terms log p(x_{o_d} | x_{o_<d}), d = 1 … D in ordering
+        order, that ``log_prob`` sums: the same pass, not a second one. Every model here
+        implements it; ``nade_jax.profiles.per_position_log_prob`` is its checked, compiled
+        entry point."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its per-position log-probabilities "
+                                  f"(implement _log_prob_terms)")
+
     def evaluation_orderings(self, num_orderings: int) -> jax.Array | None:
         """(K, D) the orderings an orderless model should be evaluated and ensembled under,
         or None when every ordering is as good as another (the evaluation code then uses

@@ -71,9 +71,14 @@ class FVSBN(DensityModel):
 
     def log_prob(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
         """Exact log p(x) (B,) of x (B, D) under ``ordering`` (None: the identity)."""
+        return self._log_prob_terms(x, ordering).sum(axis=1)
+
+    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+        """(B, D) log p(x_{o_d} | x_{o_<d}) in ordering order."""
         x = as_batch(x, self.num_inputs, self._dtype())
         ordering = as_ordering(ordering, self.num_inputs)
-        return _signed_log_sigmoid(self.logits(x, ordering), x).sum(axis=1)
+        terms = _signed_log_sigmoid(self.logits(x, ordering), x)  # (B, D) by variable
+        return terms if ordering is None else terms[:, ordering]
 
     def loss(self, x: jax.Array, key: jax.Array | None = None, ordering: jax.Array | None = None) -> jax.Array:
         """Mean NLL of x (B, D) under ``ordering``; ``key`` is unused."""

@@ -164,9 +164,14 @@ class MADE(DensityModel):
     # -- the contract ----------------------------------------------------------------------
     def log_prob(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
         """Exact log p(x) (B,) under the mask of ``ordering`` (None: the identity), one pass."""
+        return self._log_prob_terms(x, ordering).sum(axis=1)
+
+    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+        """(B, D) log p(x_{o_d} | x_{o_<d}) in ordering order, from the same single pass."""
         x = as_batch(x, self.num_inputs, self.W[...].dtype)
         ordering = as_ordering(ordering, self.num_inputs)
-        return self.head.log_prob(self._outputs(x, self.masks(ordering)), x).sum(axis=1)
+        terms = self.head.log_prob(self._outputs(x, self.masks(ordering)), x)  # (B, D) by variable
+        return terms if ordering is None else terms[:, ordering]
 
     def loss(self, x: jax.Array, key: jax.Array | None = None, ordering: jax.Array | None = None) -> jax.Array:
         """Mean NLL of x (B, D): under ``ordering`` for a fixed-order MADE; order-agnostic,

@@ -53,12 +53,16 @@ class MarkovChain(DensityModel):
 
     def log_prob(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
         """Exact log p(x) (B,) of x (B, D) under ``ordering`` (None: the identity)."""
+        return self._log_prob_terms(x, ordering).sum(axis=1)
+
+    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+        """(B, D) log p(x_{o_d} | x_{o_{d-1}}) in ordering order."""
         x = as_batch(x, self.num_inputs, self._dtype())
         ordering = as_ordering(ordering, self.num_inputs)
         x_steps = x if ordering is None else x[:, ordering]
         previous = jnp.pad(x_steps[:, :-1], ((0, 0), (1, 0)))  # x_{o_{d-1}}, 0 before the first step
         b, w = self._step_params(ordering)
-        return _signed_log_sigmoid(b + w * previous, x_steps).sum(axis=1)
+        return _signed_log_sigmoid(b + w * previous, x_steps)
 
     def loss(self, x: jax.Array, key: jax.Array | None = None, ordering: jax.Array | None = None) -> jax.Array:
         """Mean NLL of x (B, D) under ``ordering``; ``key`` is unused."""
