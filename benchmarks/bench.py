@@ -18,6 +18,15 @@ devices when the CPU backend starts (``--xla_force_host_platform_device_count``)
     python benchmarks/bench.py --quick       # a smoke run: tiny sizes, few repeats
     python benchmarks/bench.py --devices 2 --only "BinaryNADE D=784"
     python benchmarks/bench.py --pin         # each worker pinned to as many cores as devices
+    python benchmarks/bench.py --platform gpu   # (or tpu) the block-size x batch-size sweep, below
+
+``--platform gpu|tpu`` (or ``--sweep`` on any platform) instead sweeps the scan's block size
+K against the batch size B in one process on the first device: BinaryNADE D=784, H=500
+(training step and log_prob, B in {100, 1000}) and OrderlessNADE (500, 500) exact evaluation
+under 8 orderings (B = 100), for K in {1, 4, 16, 32, 64, 128}. It prints ms per call for every
+(K, B), the fastest K per row and the ``block_size="auto"`` choice of this backend, which is
+what the sweep is for (``nade_jax.models.reversible_scan.ACCELERATOR_BLOCK_SIZE`` and
+``orderless.ACCELERATOR_BLOCK_SIZE``). About 3-5 minutes on one GPU, mostly compilation.
 """
 
 from __future__ import annotations
@@ -201,6 +210,75 @@ def worker(configs, rounds, reps):
     return rows
 
 
+SWEEP_BLOCKS, SWEEP_BATCHES = [1, 4, 16, 32, 64, 128], [100, 1000]
+QUICK_SWEEP = {"D": 16, "H": 32, "blocks": [1, 4, 16], "batches": [8, 32], "orderings": 2}
+
+
+def sweep(quick, rounds, reps):
+    """The block-size x batch-size sweep on the default backend; prints a Markdown table."""
+    import jax
+    import numpy as np
+    import optax
+    from flax import nnx
+
+    from nade_jax import orderings, steps
+    from nade_jax.models import BinaryNADE, OrderlessNADE
+    from nade_jax.models.orderless import ACCELERATOR_BLOCK_SIZE as ORDERLESS_AUTO
+    from nade_jax.models.reversible_scan import resolve_block_size
+
+    D, H = (QUICK_SWEEP["D"], QUICK_SWEEP["H"]) if quick else (784, 500)
+    blocks = QUICK_SWEEP["blocks"] if quick else SWEEP_BLOCKS
+    batches = QUICK_SWEEP["batches"] if quick else SWEEP_BATCHES
+    num_orderings = QUICK_SWEEP["orderings"] if quick else 8
+    rng = np.random.default_rng(0)
+    ordering = jax.numpy.asarray(rng.permutation(D))
+    key, tx, mesh = jax.random.key(0), optax.adam(1e-4), steps.make_mesh(1)
+    results = {}  # (task, B) -> {K: ms}
+    for B in batches:
+        x = (rng.random((B, D)) < 0.5).astype(np.float32)
+        batch = steps.shard_batch(x, mesh)
+        train, log_prob = {}, {}
+        for K in blocks:
+            model = BinaryNADE(D, H, block_size=K, rngs=nnx.Rngs(0))
+            graphdef, params = nnx.split(model, nnx.Param)
+            step = steps.make_train_step(graphdef, tx, mesh)
+            state = (steps.replicate(jax.tree.map(jax.numpy.copy, params), mesh),
+                     steps.replicate(tx.init(params), mesh))
+            train[K] = (lambda st, step=step: step(*st, batch, key, ordering)[:2], state)
+            full_graphdef, full_state = nnx.split(model)
+            fn = jax.jit(lambda s, g=full_graphdef: nnx.merge(g, s).log_prob(x, ordering))
+            log_prob[K] = (lambda st, fn=fn, s=full_state: fn(s), None)
+        for task, candidates in (("BinaryNADE train step", train), ("BinaryNADE log_prob", log_prob)):
+            times = _interleaved(candidates, rounds, reps)
+            results[(task, B)] = {K: 1e3 * float(np.median([t[0] for t in ts])) for K, ts in times.items()}
+            print(json.dumps({"task": task, "B": B, "ms": results[(task, B)]}), flush=True)
+    B = batches[0]
+    x = (rng.random((B, D)) < 0.5).astype(np.float32)
+    orders = orderings.random_batch(jax.random.key(1), num_orderings, D)
+    candidates = {}
+    for K in blocks:
+        model = OrderlessNADE(D, (H, H), block_size=K, rngs=nnx.Rngs(0))
+        candidates[K] = (lambda st, m=model: orderings.log_prob_per_ordering(m, x, orders, chunk_size=None), None)
+    times = _interleaved(candidates, max(2, rounds // 2), 1)
+    task = f"OrderlessNADE ({H}, {H}) log_prob, {num_orderings} orderings"
+    results[(task, B)] = {K: 1e3 * float(np.median([t[0] for t in ts])) for K, ts in times.items()}
+    print(json.dumps({"task": task, "B": B, "ms": results[(task, B)]}), flush=True)
+
+    device = jax.devices()[0]
+    auto_nade = resolve_block_size("auto", D)
+    auto_orderless = 1 if device.platform == "cpu" else min(ORDERLESS_AUTO, D)
+    print(f"\nDevice: {device.platform} ({device.device_kind}); D={D}, H={H}; medians of {rounds} rounds x "
+          f"{reps} calls (orderless: {max(2, rounds // 2)} x 1). block_size='auto' here: NADE {auto_nade}, "
+          f"orderless {auto_orderless}.\n")
+    header = "| task | B | " + " | ".join(f"K={K} ms" for K in blocks) + " | fastest K | auto K / fastest |"
+    print(header + "\n|" + "---|" * (header.count("|") - 1))
+    for (task, B), ms in results.items():
+        fastest = min(ms, key=ms.get)
+        auto = auto_orderless if task.startswith("Orderless") else auto_nade
+        ratio = f"{ms[auto] / ms[fastest]:.2f}" if auto in ms else "—"
+        print(f"| {task} | {B} | " + " | ".join(f"{ms[K]:.2f}" for K in blocks) + f" | {fastest} | {ratio} |")
+
+
 def _row(config, devices, task, times, memory, examples=None):
     import numpy as np
 
@@ -273,8 +351,15 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=None, help="calls per candidate per round (default 3; quick 1)")
     parser.add_argument("--only", default=None, help="run only the configs whose name contains this")
     parser.add_argument("--pin", action="store_true", help="pin each worker to as many cores as it has devices")
+    parser.add_argument("--platform", choices=["cpu", "gpu", "tpu"], default="cpu",
+                        help="gpu/tpu: run the block-size x batch-size sweep on that backend")
+    parser.add_argument("--sweep", action="store_true", help="run the block-size sweep (on --platform)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.sweep or args.platform != "cpu":
+        os.environ["JAX_PLATFORMS"] = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}[args.platform]
+        sweep(args.quick, args.rounds or (2 if args.quick else 5), args.reps or (1 if args.quick else 3))
+        return
     if args.worker:
         spec = json.loads(args.worker)
         if spec["pin"]:  # before JAX starts, so XLA sizes its thread pool to these cores

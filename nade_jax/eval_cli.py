@@ -71,13 +71,13 @@ def _run_dir_values(arg: str) -> list[str]:
 def check_eval_config(cfg: DictConfig) -> None:
     for key in ("num_orderings", "chunk_size", "batch_size"):
         value = cfg[key]
-        if not (runs._is_int(value) and value >= 1):
+        if not (runs.is_int(value) and value >= 1):
             raise runs.ConfigError(f"{key} must be an integer >= 1, got {value!r}")
-    if not (runs._is_int(cfg.num_samples) and cfg.num_samples >= 0):
+    if not (runs.is_int(cfg.num_samples) and cfg.num_samples >= 0):
         raise runs.ConfigError(f"num_samples must be an integer >= 0, got {cfg.num_samples!r}")
     if not isinstance(cfg.get("log_to_run", True), bool):
         raise runs.ConfigError(f"log_to_run must be true or false, got {cfg.log_to_run!r}")
-    if not runs._is_int(cfg.seed):
+    if not runs.is_int(cfg.seed):
         raise runs.ConfigError(f"seed must be an integer, got {cfg.seed!r}")
 
 

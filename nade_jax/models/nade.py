@@ -21,7 +21,14 @@ from flax import nnx
 
 from nade_jax.models.base import DensityModel, check_values
 from nade_jax.models.heads import BernoulliHead
-from nade_jax.models.reversible_scan import block_validity, reversible_scan, reversible_weighted_sum, to_blocks
+from nade_jax.models.reversible_scan import (
+    block_carries,
+    block_validity,
+    resolve_block_size,
+    reversible_scan,
+    reversible_weighted_sum,
+    to_blocks,
+)
 from nade_jax.validation import (
     as_batch,
     as_ordering,
@@ -81,6 +88,17 @@ class NADEStep:
         observed; p holds those K steps' leaves (W (K, H))."""
         return x @ p["W"]
 
+    def carries(self, a: jax.Array, p: dict, x: jax.Array) -> jax.Array:
+        """The pre-activation before each of K consecutive steps, (K, B, H): a + Σ_{j<k}
+        update_j, with p those K steps' leaves and x (B, K) their values. For the linear
+        update x @ W it is one strictly-lower-triangular masked matmul (``block_carries``);
+        a variant with another ``update`` gets the prefix sum of its per-step updates."""
+        if type(self).update is NADEStep.update:
+            return block_carries(a, x, p["W"])
+        K = x.shape[1]
+        updates = jnp.stack([self.update(_rows(p, j), x[:, j : j + 1]) for j in range(K - 1)])  # (K-1, B, H)
+        return a[None] + jnp.concatenate([jnp.zeros_like(a)[None], jnp.cumsum(updates, axis=0)])
+
     def total_update(self, p: dict, x: jax.Array) -> jax.Array | None:
         """Σ over all D steps of ``update``, x (B, D), p with leading D: one matmul. Returning
         None makes the engine compute it by a scan instead."""
@@ -89,21 +107,21 @@ class NADEStep:
 
 @dataclasses.dataclass(frozen=True)
 class _BlockLogProb:
-    """The engine's out_fn: log-probabilities (B, K) of one block of K steps, one variable
-    after another (each step touches one cache-resident (B, H) slab; stacking K slabs into
-    a (B, K, H) array is what makes a blocked formulation slow on CPU). Zero where padded."""
+    """The engine's out_fn: log-probabilities (B, K) of one block of K steps, zero where
+    padded. K = 1 (the CPU default) touches one cache-resident (B, H) slab per step; K > 1
+    (accelerators) computes the K carries at once (``NADEStep.carries``) so that a block
+    costs the same few kernels for any K."""
 
     step: NADEStep
 
     def __call__(self, a, params, data):
         x = data["x"]
-        log_probs = []
-        for k in range(x.shape[1]):
-            if k:
-                a = a + self.step.update(_rows(params, k - 1), x[:, k - 1 : k])
-            outputs = self.step.outputs(a, jax.tree.map(lambda v: v[k], params))
-            log_probs.append(self.step.head.log_prob(outputs, x[:, k]))
-        return jnp.stack(log_probs, axis=1) * data["valid"]
+        if x.shape[1] == 1:  # the CPU default: one (B, H) slab, no stacking
+            outputs = self.step.outputs(a, jax.tree.map(lambda v: v[0], params))
+            return self.step.head.log_prob(outputs, x[:, 0])[:, None] * data["valid"]
+        pre = self.step.carries(a, params, x)  # (K, B, H): one masked matmul, not K dependent updates
+        outputs = jax.vmap(self.step.outputs)(pre, params)  # (K, B, P)
+        return jax.vmap(self.step.head.log_prob)(outputs, x.T).T * data["valid"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,9 +164,9 @@ class SharedWeightNADE(DensityModel):
     Parameters (indexed by original variable i): W (D, H), c (H,), V (D, H, P), b (D, P),
     and rho (D,) per step when ``rescale_activation``.
 
-    ``block_size`` is the number of variables handled per scan iteration. 1, the default,
-    is the fastest on CPU: every step then works on one cache-resident (B, H) slab
-    (benchmarks/RESULTS.md has the measurements).
+    ``block_size`` is the number of variables handled per scan iteration, or ``"auto"``
+    (the default): 1 on CPU, where every step then works on one cache-resident (B, H) slab,
+    and ``reversible_scan.ACCELERATOR_BLOCK_SIZE`` on GPU/TPU (benchmarks/RESULTS.md).
 
     **Writing a variant.** A variant may override:
 
@@ -180,14 +198,14 @@ class SharedWeightNADE(DensityModel):
         *,
         activation: str = "sigmoid",
         rescale_activation: bool = False,
-        block_size: int = 1,
+        block_size: int | str = "auto",
         param_dtype=jnp.float32,
         init_scale: float | None = None,
         rngs: nnx.Rngs,
     ):
         self.num_inputs = check_positive_int(num_inputs, "num_inputs")
         self.num_hidden = check_positive_int(num_hidden, "num_hidden")
-        self.block_size = min(check_positive_int(block_size, "block_size"), self.num_inputs)
+        self.block_size = resolve_block_size(block_size, self.num_inputs)
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
         self.head = head
         self.data_kind = head.data_kind
@@ -344,7 +362,7 @@ class BinaryNADE(SharedWeightNADE):
         num_hidden: int,
         *,
         activation: str = "sigmoid",
-        block_size: int = 1,
+        block_size: int | str = "auto",
         param_dtype=jnp.float32,
         init_scale: float | None = None,
         rngs: nnx.Rngs,

@@ -2,7 +2,12 @@
 
 A NADE pass carries one hidden pre-activation ``a`` of shape (B, H) through D steps and
 updates it additively, ``a_next = a + delta(block)``. The steps are grouped into blocks of
-K variables (NADE uses K = 1 by default: see ``nade.py``), so the scan runs D/K times.
+K variables, so the scan runs D/K times. Within a block, ``block_carries`` gives the carry
+before each of the K variables as one masked matmul, so a block costs a fixed number of
+kernels whatever K is. ``block_size="auto"`` (``resolve_block_size``) picks K per backend:
+1 on CPU, where one cache-resident (B, H) slab per step is fastest, and a larger K on
+GPU/TPU, where each step's kernels are too small to hide their launch latency
+(benchmarks/RESULTS.md has the measurements and the analysis).
 
 Autodiff through ``lax.scan`` would stack a (B, H) residual per block. Instead the backward
 pass walks the blocks in reverse and recovers each block's starting ``a`` by subtraction,
@@ -23,11 +28,50 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # out_fn(a (B, H), params_block, data_block) -> outputs (B, K)
 OutFn = Callable[[jax.Array, Any, Any], jax.Array]
 # delta_fn(params_block, data_block) -> (B, H), independent of a
 DeltaFn = Callable[[Any, Any], jax.Array]
+
+
+AUTO = "auto"
+# K on accelerators. A NADE training step costs ~20 kernels per block; at ~5 µs per launch
+# that is ~100 µs per block, against ~6·K·B·H FLOPs per variable of masked-matmul work
+# (~0.2 µs per variable at K = 32, B = 100, H = 500 on a 50 TFLOP/s part). K = 32 cuts the
+# launches 32-fold while the extra work stays far below the launch cost for B ≤ 1000.
+ACCELERATOR_BLOCK_SIZE = 32
+
+
+def resolve_block_size(block_size, num_inputs: int, accelerator: int = ACCELERATOR_BLOCK_SIZE,
+                       platform: str | None = None) -> int:
+    """The number of variables per scan iteration: an int >= 1, or ``"auto"``.
+
+    ``"auto"`` means 1 on CPU and ``accelerator`` on GPU/TPU (``platform`` defaults to
+    ``jax.default_backend()``). The result is capped at ``num_inputs``.
+    """
+    if block_size == AUTO:
+        platform = platform or jax.default_backend()
+        block_size = 1 if platform == "cpu" else accelerator
+    elif isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ValueError(f"block_size must be an integer >= 1 or 'auto', got {block_size!r}")
+    return min(int(block_size), num_inputs)
+
+
+def block_carries(a: jax.Array, x: jax.Array, W: jax.Array) -> jax.Array:
+    """The carry before each of a block's K variables, (K, B, H): a + Σ_{j<k} x_j W_j.
+
+    a: (B, H) carry before the block; x: (B, K) the block's inputs; W: (K, H) their rows.
+    One strictly-lower-triangular masked matmul, (K, B, K) @ (K, H), instead of K dependent
+    updates: on accelerators the block then costs the same few kernels for any K. K = 1
+    needs no matmul.
+    """
+    K = x.shape[1]
+    if K == 1:
+        return a[None]
+    strictly_lower = jnp.tri(K, k=-1, dtype=x.dtype)  # [k, j] = 1 where j < k
+    return a[None] + (strictly_lower[:, None, :] * x[None]) @ W
 
 
 def to_blocks(value: jax.Array, block_size: int, axis: int = 0) -> jax.Array:
