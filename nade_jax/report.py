@@ -50,6 +50,7 @@ class Run:
     seed: int | None
     metrics: dict
     profiles: dict | None = None
+    overrides: dict = dataclasses.field(default_factory=dict)  # the job's command-line overrides
 
     @property
     def orderless(self) -> bool:
@@ -124,10 +125,7 @@ def read_run(run_dir: Path, job_records: dict[str, dict] | None = None) -> Run:
                                     math.isfinite(metrics["test/nll"])):
         state, reason = "failed", f"finished without a finite test NLL ({metrics.get('test/nll')!r})"
     model = choices.get("model") or str(config.get("model", {}).get("_target_", "?")).rsplit(".", 1)[-1]
-    extra = [o for o in _overrides(run_dir) if o.split("=", 1)[0].lstrip("+~") not in NOT_DISTINCT
-             and not o.split("=", 1)[0].lstrip("+~").startswith(("model=", "hydra.")) and not o.startswith("model=")]
-    if extra:
-        model += " [" + ",".join(sorted(extra)) + "]"
+    overrides = dict(o.lstrip("+~").split("=", 1) for o in _overrides(run_dir) if "=" in o)
     ordering_cfg = config.get("ordering", {}) or {}
     ordering = _label(ordering_cfg["kind"], ordering_cfg.get("seed", 0)) if "kind" in ordering_cfg else \
         choices.get("ordering", "?")
@@ -135,7 +133,7 @@ def read_run(run_dir: Path, job_records: dict[str, dict] | None = None) -> Run:
     if not config:  # a job that never got as far as its config (e.g. collapsed): name it by its dir
         model = run_dir.name
     return Run(run_dir, state, reason, model, str(data), ordering, config.get("seed"), metrics,
-               _read_json(run_dir / PROFILES_FILE))
+               _read_json(run_dir / PROFILES_FILE), overrides)
 
 
 def _job_records(root: Path) -> dict[str, dict]:
@@ -161,7 +159,23 @@ def find_runs(root: Path) -> list[Run]:
         path = Path(record["dir"])
         if path.is_dir() or not path.exists():
             dirs.add(path)
-    return [read_run(d, records) for d in sorted(dirs, key=lambda p: (_job_number(p), str(p)))]
+    runs = [read_run(d, records) for d in sorted(dirs, key=lambda p: (_job_number(p), str(p)))]
+    return _name_distinct_models(runs)
+
+
+def _name_distinct_models(runs: list[Run]) -> list[Run]:
+    """Appends to each model's name the overrides that vary across the sweep's runs of that
+    model (e.g. ``nade [model.num_hidden=50]``), except the seed and the ordering: runs that
+    differ only in those are the same model."""
+    for name in dict.fromkeys(r.model for r in runs):
+        group = [r for r in runs if r.model == name]
+        keys = {k for r in group for k in r.overrides
+                if k != "model" and k not in NOT_DISTINCT and not k.startswith(("hydra.", "ordering."))}
+        varying = sorted(k for k in keys if len({r.overrides.get(k) for r in group}) > 1)
+        for run in group:
+            if varying:
+                run.model += " [" + ",".join(f"{k}={run.overrides.get(k, '-')}" for k in varying) + "]"
+    return runs
 
 
 def _job_number(path: Path) -> int:
