@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from nade_jax import distributed
 from nade_jax import orderings as ordering_lib
 from nade_jax import profiles as profile_lib
 from nade_jax import steps
@@ -21,11 +22,20 @@ from nade_jax.orderings import log_prob_per_ordering
 
 
 def batched_log_prob(model, x: np.ndarray, ordering, batch_size: int = 1000) -> np.ndarray:
-    """log p(x) (N,) under one ordering, evaluated in batches with one compiled function."""
+    """log p(x) (N,) under one ordering, evaluated in batches with one compiled function.
+
+    In a multi-process run each process evaluates its share of the rows and the shares are
+    gathered (``distributed.map_rows``): every process returns all N values.
+    """
     graphdef, state = nnx.split(model)
     fn = steps.make_log_prob_fn(graphdef)
     ordering = ordering_lib.identity(model.num_inputs) if ordering is None else ordering
-    return np.concatenate([np.asarray(fn(state, x[i : i + batch_size], ordering)) for i in range(0, len(x), batch_size)])
+
+    def share(rows):
+        return np.concatenate([np.asarray(fn(state, rows[i : i + batch_size], ordering))
+                               for i in range(0, len(rows), batch_size)])
+
+    return distributed.map_rows(share, x)
 
 
 def nll(model, x: np.ndarray, ordering, batch_size: int = 1000) -> float:
@@ -106,11 +116,14 @@ def ordering_report(model, x: np.ndarray, orderings, names: list[str], batch_siz
     Returns ({ordering name: NLL}, {k: ensemble NLL}); the ensemble is log-mean-exp over
     the k orderings' likelihoods, per example.
     """
-    per_example = np.concatenate(
-        [np.asarray(log_prob_per_ordering(model, x[i : i + batch_size], orderings, chunk_size))
-         for i in range(0, len(x), batch_size)],
-        axis=1,
-    ).astype(np.float64)  # (K, N)
+    def share(rows):  # (n, K): rows first, for the gather over processes
+        return np.concatenate(
+            [np.asarray(log_prob_per_ordering(model, rows[i : i + batch_size], orderings, chunk_size))
+             for i in range(0, len(rows), batch_size)],
+            axis=1,
+        ).T
+
+    per_example = distributed.map_rows(share, x).T.astype(np.float64)  # (K, N)
     per_ordering = {name: float(-per_example[k].mean()) for k, name in enumerate(names)}
     curve = {}
     for k in ensemble_sizes(len(names)):
