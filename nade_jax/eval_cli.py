@@ -92,7 +92,7 @@ def evaluate_run(cfg: DictConfig) -> Path:
                                  run.splits.image_shape) if run.model.is_orderless else {}
     result = evaluate.final_evaluation(run.model, run.splits, train_ordering, num_orderings=cfg.num_orderings,
                                        orderings_seed=cfg.seed, batch_size=cfg.batch_size, chunk_size=cfg.chunk_size,
-                                       train_ordering_name=ordering_name, named_orderings=named)
+                                       train_ordering_name=ordering_name, profile_orderings=named)
     record = {"run_dir": str(run_dir), "checkpoint_step": run.step, "num_orderings": cfg.num_orderings,
               "metrics": result.metrics, "per_ordering": result.per_ordering,
               "ensemble": {str(k): v for k, v in result.ensemble_curve.items()}}
@@ -101,7 +101,7 @@ def evaluate_run(cfg: DictConfig) -> Path:
     if cfg.num_samples and run.splits.image_shape is not None:
         from nade_jax.plots import save_sample_grid
 
-        names, eval_orderings = evaluate.evaluation_orderings(run.splits.num_inputs, cfg.num_orderings, cfg.seed)
+        names, eval_orderings = evaluate.evaluation_orderings(run.splits.num_inputs, cfg.num_orderings, cfg.seed, run.model)
         samples = run.model.sample(jax.random.key(cfg.seed), cfg.num_samples, eval_orderings[0])
         save_sample_grid(np.asarray(samples), run.splits.image_shape,
                          run_dir / f"samples_eval_K{cfg.num_orderings}.png")

@@ -49,10 +49,9 @@ def claim(cfg: DictConfig, run_dir: Path, sweep_dir: Path, job_num: int, model_n
         holder = json.loads(path.read_text() or "{}")
         if holder.get("dir") == str(run_dir):
             return
-        evaluated = [orderings.label(s.get("kind"), s.get("seed", 0)) for s in cfg.trainer.get("eval_orderings") or []]
         raise Collapsed(
             f"collapsed: {model_name} is trained over all orderings, so ordering={label} would retrain the model of "
-            f"job {holder.get('job')} (ordering={holder.get('ordering')}, {holder.get('dir')}), which is evaluated "
-            f"on trainer.eval_orderings {evaluated}; sweep ordering for fixed-order models only") from None
+            f"job {holder.get('job')} (ordering={holder.get('ordering')}), which is evaluated on "
+            f"trainer.eval_orderings; sweep ordering for fixed-order models only") from None
     with os.fdopen(descriptor, "w") as file:
         file.write(json.dumps(record))

@@ -70,35 +70,51 @@ def _references(axis, references: dict[str, float], vertical: bool) -> None:
 
 
 def save_nll_dots(rows: list[dict], references: dict[str, float], path: Path, title: str) -> tuple[float, float]:
-    """Test NLL per row: each seed's dot, the mean ± sd over seeds as a bar with its value.
+    """Test NLL per row, in two panels sharing the rows.
+
+    Left, to scale: each row's mean ± sd over seeds and each seed's dot, with the reference
+    lines (``references``: {name: NLL}) on an axis that spans them (``nll_axis_range``).
+    Right, the differences: the same points as nats above the best row's mean, on an axis
+    from 0, with each row's value written beside it.
 
     ``rows``: [{"label": str, "values": [per-seed NLL], "colour_key": str}], top to bottom.
-    ``references``: {name: NLL} drawn as vertical lines. Returns the x-axis range.
+    Returns the left panel's x-axis range.
     """
     keys = list(dict.fromkeys(r["colour_key"] for r in rows))
     colours = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(keys)}
-    figure, axis = plt.subplots(figsize=(8.5, 0.42 * len(rows) + 1.4))
+    figure, (scale, zoom) = plt.subplots(1, 2, figsize=(12, 0.42 * len(rows) + 1.6), sharey=True,
+                                         gridspec_kw={"width_ratios": [1, 1.15], "wspace": 0.05})
+    best = min(np.mean(r["values"]) for r in rows)
+    gaps = []
     for i, row in enumerate(rows):
         y = len(rows) - 1 - i
         values = np.asarray(row["values"], np.float64)
         colour = colours[row["colour_key"]]
         mean = values.mean()
         sd = values.std(ddof=1) if len(values) > 1 else 0.0
-        axis.errorbar(mean, y, xerr=sd, fmt="D", color=colour, markersize=6, capsize=4, zorder=3)
-        jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
-        axis.scatter(values, y + np.asarray(jitter), s=14, color=colour, alpha=0.55, zorder=2, edgecolors="none")
+        jitter = np.asarray(np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0])
+        for axis, shift in ((scale, 0.0), (zoom, best)):
+            axis.errorbar(mean - shift, y, xerr=sd, fmt="D", color=colour, markersize=6, capsize=4, zorder=3)
+            axis.scatter(values - shift, y + jitter, s=14, color=colour, alpha=0.55, zorder=2, edgecolors="none")
         text = f"{mean:.2f} ± {sd:.2f} (n={len(values)})" if len(values) > 1 else f"{mean:.2f} (n=1)"
-        axis.annotate(text, (mean, y), xytext=(0, 8), textcoords="offset points", ha="center", fontsize=7.5)
-    _references(axis, references, vertical=True)
+        zoom.annotate(text, (mean - best + sd, y), xytext=(6, 0), textcoords="offset points", va="center", fontsize=7.5)
+        gaps += list(values - best) + [mean - best + sd]
+    _references(scale, references, vertical=True)
     low, high = nll_axis_range([v for r in rows for v in r["values"]], references.values())
-    axis.set_xlim(low, high)
-    axis.set_ylim(-0.7, len(rows) - 0.3)
-    axis.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)], fontsize=8.5)
-    axis.set_xlabel("test NLL (nats per example; lower is better)")
-    axis.set_title(title, fontsize=10)
-    axis.grid(axis="x", alpha=0.3)
+    scale.set_xlim(low, high)
+    top = max(max(gaps), 1e-3)
+    zoom.set_xlim(min(0.0, min(gaps)) - 0.04 * top, top * 1.45)  # room for the labels
+    scale.set_ylim(-0.7, len(rows) - 0.3)
+    scale.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)], fontsize=8.5)
+    scale.set_xlabel("test NLL (nats per example; lower is better)")
+    zoom.set_xlabel("nats above the best mean (the same points, magnified)")
+    scale.set_title("to scale, with the baselines", fontsize=9)
+    zoom.set_title("differences", fontsize=9)
+    for axis in (scale, zoom):
+        axis.grid(axis="x", alpha=0.3)
     if any(v is not None and np.isfinite(v) for v in references.values()):
-        axis.legend(fontsize=7.5, loc="lower right")
+        scale.legend(fontsize=7.5, loc="lower right")
+    figure.suptitle(title, fontsize=10)
     _save(figure, path)
     return low, high
 
@@ -194,7 +210,7 @@ def save_profiles(profiles: dict[str, np.ndarray], path: Path, title: str) -> Pa
     cumulative.set_xlabel("position d along the ordering")
     cumulative.set_ylabel("cumulative NLL Σ_{d'≤d} (nats)")
     local.set_xlabel("position d along the ordering")
-    local.set_ylabel("NLL of the d-th conditional (nats, 5-point mean)")
+    local.set_ylabel("NLL of conditional d (nats, 5-pt mean)")
     for axis in (cumulative, local):
         axis.grid(alpha=0.3)
     cumulative.legend(fontsize=7, loc="upper left")

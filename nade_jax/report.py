@@ -50,6 +50,7 @@ class Run:
     seed: int | None
     metrics: dict
     profiles: dict | None = None
+    overrides: dict = dataclasses.field(default_factory=dict)  # the job's command-line overrides
 
     @property
     def orderless(self) -> bool:
@@ -124,10 +125,7 @@ def read_run(run_dir: Path, job_records: dict[str, dict] | None = None) -> Run:
                                     math.isfinite(metrics["test/nll"])):
         state, reason = "failed", f"finished without a finite test NLL ({metrics.get('test/nll')!r})"
     model = choices.get("model") or str(config.get("model", {}).get("_target_", "?")).rsplit(".", 1)[-1]
-    extra = [o for o in _overrides(run_dir) if o.split("=", 1)[0].lstrip("+~") not in NOT_DISTINCT
-             and not o.split("=", 1)[0].lstrip("+~").startswith(("model=", "hydra.")) and not o.startswith("model=")]
-    if extra:
-        model += " [" + ",".join(sorted(extra)) + "]"
+    overrides = dict(o.lstrip("+~").split("=", 1) for o in _overrides(run_dir) if "=" in o)
     ordering_cfg = config.get("ordering", {}) or {}
     ordering = _label(ordering_cfg["kind"], ordering_cfg.get("seed", 0)) if "kind" in ordering_cfg else \
         choices.get("ordering", "?")
@@ -135,7 +133,7 @@ def read_run(run_dir: Path, job_records: dict[str, dict] | None = None) -> Run:
     if not config:  # a job that never got as far as its config (e.g. collapsed): name it by its dir
         model = run_dir.name
     return Run(run_dir, state, reason, model, str(data), ordering, config.get("seed"), metrics,
-               _read_json(run_dir / PROFILES_FILE))
+               _read_json(run_dir / PROFILES_FILE), overrides)
 
 
 def _job_records(root: Path) -> dict[str, dict]:
@@ -161,7 +159,23 @@ def find_runs(root: Path) -> list[Run]:
         path = Path(record["dir"])
         if path.is_dir() or not path.exists():
             dirs.add(path)
-    return [read_run(d, records) for d in sorted(dirs, key=lambda p: (_job_number(p), str(p)))]
+    runs = [read_run(d, records) for d in sorted(dirs, key=lambda p: (_job_number(p), str(p)))]
+    return _name_distinct_models(runs)
+
+
+def _name_distinct_models(runs: list[Run]) -> list[Run]:
+    """Appends to each model's name the overrides that vary across the sweep's runs of that
+    model (e.g. ``nade [model.num_hidden=50]``), except the seed and the ordering: runs that
+    differ only in those are the same model."""
+    for name in dict.fromkeys(r.model for r in runs):
+        group = [r for r in runs if r.model == name]
+        keys = {k for r in group for k in r.overrides
+                if k != "model" and k not in NOT_DISTINCT and not k.startswith(("hydra.", "ordering."))}
+        varying = sorted(k for k in keys if len({r.overrides.get(k) for r in group}) > 1)
+        for run in group:
+            if varying:
+                run.model += " [" + ",".join(f"{k}={run.overrides.get(k, '-')}" for k in varying) + "]"
+    return runs
 
 
 def _job_number(path: Path) -> int:
@@ -314,6 +328,11 @@ def findings(rows: list[dict], series: dict, orderings: list[str], refs: dict[st
     if base is not None and rows:
         lines.append(f"Every plotted model is {_fmt(base - rows[-1]['mean'])} to {_fmt(base - rows[0]['mean'])} nats "
                      f"below the independent baseline ({_fmt(base)}).")
+    ensembles = [r for r in rows if r["ordering"].startswith("ensemble")]
+    if fixed and ensembles:
+        e = ensembles[0]
+        lines.append(f"{e['label']}: {_fmt(e['mean'])} ± {_fmt(e['sd'])}, {_fmt(e['mean'] - fixed[0]['mean'])} nats from "
+                     f"the best fixed-order run.")
     fixed_names = [n for n in series if n.endswith("trained on o")]
     orderless_names = [n for n in series if n.endswith("evaluated on o")]
     for f_name in fixed_names:
@@ -364,20 +383,23 @@ def _data_section(data: str, runs: list[Run], out: Path, chosen: list[str] | Non
                                f"(mean ± sd over seeds; dots: seeds)")
     numbers["test_nll_axis"] = list(axis)
     section["figures"].append(("Test NLL by model × ordering", out / f"{tag}_test_nll.png",
-                               "Diamond and bar: mean ± sd over seeds (value above); small dots: each seed. Dashed: the "
-                               "independent (per-pixel) baseline; dotted: the best Markov chain, where the sweep has one. "
-                               "The axis spans the baselines, so gaps are seen at their true scale."))
+                               "Diamond and bar: mean ± sd over seeds; small dots: each seed. Left, to scale: the axis "
+                               "spans the independent (per-pixel) baseline (dashed) and the best Markov chain (dotted, "
+                               "where the sweep has one), so gaps are seen against what the models gain. Right: the same "
+                               "points in nats above the best mean, from 0, with their values."))
     orderings, series, ensembles = comparison(runs)
     section["findings"] = findings(rows, series, orderings, refs)
     if any(n.endswith("evaluated on o") for n in series) and any(n.endswith("trained on o") for n in series):
-        cmp_axis = plots.save_fixed_vs_orderless(orderings, series, {**refs, **ensembles}, out / f"{tag}_orderless_vs_fixed.png",
+        # Zoomed on the models (the headline figure shows them against the baselines).
+        cmp_axis = plots.save_fixed_vs_orderless(orderings, series, ensembles, out / f"{tag}_orderless_vs_fixed.png",
                                                  f"{data}: a NADE trained on each ordering vs the orderless model evaluated on it")
         numbers["comparison"] = {"orderings": orderings, "series": series, "ensembles": ensembles,
                                  "axis": list(cmp_axis)}
         section["figures"].append(("Orderless vs fixed order, on the same orderings", out / f"{tag}_orderless_vs_fixed.png",
                                    "For each ordering o: the NADE trained on o, and the one orderless model per seed "
-                                   "evaluated (exactly) on o; horizontal lines: the orderless K-ordering ensemble and the "
-                                   "baselines."))
+                                   "evaluated (exactly) on o, mean ± sd over seeds with each seed's dot; horizontal "
+                                   "line: the orderless K-ordering ensemble. The axis spans these values only (the "
+                                   "figure above shows them against the baselines)."))
     curves = ensemble_curves(runs)
     if curves:
         plots.save_ensemble_curves(curves, out / f"{tag}_ensembles.png", f"{data}: ensembles over orderings",

@@ -387,7 +387,7 @@ def _app(cfg: DictConfig) -> float:
 
 def multirun_flag(argv: list[str]) -> list[str]:
     """``argv`` with ``-m`` added when it names an experiment (or hparams_search) file that
-    declares ``hydra.mode: MULTIRUN``: this Hydra refuses a mode changed during composition,
+    declares ``hydra.mode: MULTIRUN``: Hydra 1.4 refuses a mode changed during composition,
     so ``nade-train experiment=compare_orderings`` would otherwise fail."""
     if any(arg in ("-m", "--multirun") for arg in argv):
         return argv

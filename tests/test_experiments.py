@@ -49,3 +49,22 @@ def test_baseline_families_run_through_the_runner(model, tmp_path):
     metrics = train(cfg, tmp_path)
     assert metrics["test/nll"] < metrics["test/baseline_nll"]
     assert (tmp_path / "samples.png").exists()
+
+
+def test_compare_orderings_evaluates_the_orderless_model_on_the_nades_orderings():
+    """The orderless runs are evaluated (trainer.eval_orderings) on exactly the orderings the
+    NADE runs train on (the sweep's ordering values, with the experiment's ordering.seed), over
+    3 seeds; nade-train runs it as a multirun without -m."""
+    from omegaconf import OmegaConf
+
+    from nade_jax import orderings
+    from nade_jax.train import multirun_flag
+
+    spec = OmegaConf.load(ROOT / "experiments" / "compare_orderings.yaml")
+    params = spec.hydra.sweeper.params
+    assert params.seed.split(",") == ["0", "1", "2"] and "orderless_nade" in params.model.split(",")
+    swept = [orderings.label(kind, spec.ordering.seed) for kind in params.ordering.split(",")]
+    evaluated = [orderings.label(s.kind, s.get("seed", 0)) for s in spec.trainer.eval_orderings]
+    assert swept == evaluated
+    assert multirun_flag(["experiment=compare_orderings"]) == ["-m", "experiment=compare_orderings"]
+    assert multirun_flag(["experiment=mnist5k_nade"]) == ["experiment=mnist5k_nade"]

@@ -34,14 +34,14 @@ def _profile(total, ordering, skew):
 
 
 def make_run(root, name, *, model, ordering, seed, test_nll, status="finished", reason=None, orderless=False,
-             write_status=True, finished=True):
+             write_status=True, finished=True, extra=()):
     run = Path(root) / name
     (run / ".hydra").mkdir(parents=True)
     config = {"model": {"_target_": "nade_jax.models." + ("OrderlessNADE" if orderless else "BinaryNADE")},
               "data": {"name": "toy"}, "ordering": {"kind": ordering, "seed": 0}, "seed": seed}
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {"model": model}}}}))
-    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"model={model}", f"ordering={ordering}", f"seed={seed}"]))
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"model={model}", f"ordering={ordering}", f"seed={seed}", *extra]))
     rows = [{"step": 100, "train/loss": test_nll + 1}, {"step": 200, "val/nll": test_nll + 0.2}]
     if finished:
         rows.append({"step": 200, "test/nll": test_nll, "test/baseline_nll": 12.0})
@@ -209,3 +209,14 @@ def test_tiny_real_sweep_report_and_wandb(tmp_path):
         assert key in train_dump, key
     for key in ("eval_K4/ensemble_nll", "eval_K4/profile", "eval_K4/nll_by_ordering", "eval_K4/heat_map"):
         assert key in eval_dump, key
+
+
+def test_models_differing_in_a_swept_setting_are_distinct_and_seeds_are_not(tmp_path):
+    for seed in (0, 1):
+        for hidden, nll in ((50, 9.0), (100, 8.0)):
+            make_run(tmp_path / "sweep", f"{seed}_{hidden}", model="nade", ordering="identity", seed=seed,
+                     test_nll=nll + 0.1 * seed, extra=[f"model.num_hidden={hidden}", "trainer.max_steps=40"])
+    build_report(tmp_path / "sweep", tmp_path / "out")
+    rows = json.loads((tmp_path / "out" / "report.json").read_text())["data"]["toy"]["rows"]
+    assert [(r["label"], len(r["values"])) for r in rows] == [
+        ("nade [model.num_hidden=100] · identity", 2), ("nade [model.num_hidden=50] · identity", 2)]
