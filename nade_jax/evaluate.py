@@ -16,7 +16,6 @@ from nade_jax import orderings as ordering_lib
 from nade_jax import profiles as profile_lib
 from nade_jax import steps
 from nade_jax.data import independent_baseline_nll
-from nade_jax.orderings import log_prob_per_ordering
 
 
 def batched_log_prob(model, x: np.ndarray, ordering, batch_size: int = 1000) -> np.ndarray:
@@ -105,18 +104,24 @@ def ordering_report(model, x: np.ndarray, orderings, names: list[str], batch_siz
     Returns ({ordering name: NLL}, {k: ensemble NLL}); the ensemble is log-mean-exp over
     the k orderings' likelihoods, per example.
     """
-    per_example = np.concatenate(
-        [np.asarray(log_prob_per_ordering(model, x[i : i + batch_size], orderings, chunk_size))
-         for i in range(0, len(x), batch_size)],
-        axis=1,
-    ).astype(np.float64)  # (K, N)
+    return ordering_report_with_profiles(model, x, orderings, names, batch_size, chunk_size)[:2]
+
+
+def ordering_report_with_profiles(model, x: np.ndarray, orderings, names: list[str], batch_size: int = 1000,
+                                  chunk_size: int = 16) -> tuple[dict[str, float], dict[int, float], dict[str, dict]]:
+    """``ordering_report`` plus each ordering's per-position profile (as ``position_profiles``),
+    from the same pass (``profiles.ordering_profiles``)."""
+    per_example, profile = profile_lib.ordering_profiles(model, x, orderings, batch_size, chunk_size)  # (K, N), (K, D)
     per_ordering = {name: float(-per_example[k].mean()) for k, name in enumerate(names)}
     curve = {}
     for k in ensemble_sizes(len(names)):
         top = per_example[:k]
         peak = top.max(axis=0)
         curve[k] = float(-(peak + np.log(np.exp(top - peak).mean(axis=0))).mean())
-    return per_ordering, curve
+    rows = np.asarray(orderings)
+    profiles = {name: {"ordering": rows[k].tolist(), "nll": per_ordering[name], "nll_per_position": profile[k].tolist()}
+                for k, name in enumerate(names)}
+    return per_ordering, curve, profiles
 
 
 def position_profiles(model, x: np.ndarray, by_name: dict, batch_size: int = 1000,
@@ -194,7 +199,8 @@ def final_evaluation(model, splits, train_ordering, *, num_orderings: int, order
         metrics["test/nll"] = profiles[train_ordering_name]["nll"]
         return FinalEvaluation(metrics, per_ordering, curve, profiles)
     names, eval_orderings = evaluation_orderings(splits.num_inputs, num_orderings, orderings_seed, model)
-    per_ordering, curve = ordering_report(model, splits.test, eval_orderings, names, batch_size, chunk_size)
+    per_ordering, curve, random_profiles = ordering_report_with_profiles(model, splits.test, eval_orderings, names,
+                                                                         batch_size, chunk_size)
     single = np.array(list(per_ordering.values())[:num_single])
     metrics["test/nll"] = float(single.mean())
     metrics["test/nll_se"] = float(single.std(ddof=1) / np.sqrt(len(single))) if len(single) > 1 else float("nan")
@@ -205,4 +211,5 @@ def final_evaluation(model, splits, train_ordering, *, num_orderings: int, order
     profiles = position_profiles(model, splits.test, {**labelled, **(profile_orderings or {})}, batch_size, chunk_size)
     for name in labelled:
         metrics[f"test/{name}_nll"] = profiles[name]["nll"]
+    profiles.update({name: p for name, p in random_profiles.items() if name not in profiles})
     return FinalEvaluation(metrics, per_ordering, curve, profiles)
