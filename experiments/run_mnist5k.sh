@@ -2,7 +2,7 @@
 # Runs the mnist5k results experiments one after another (niced, no W&B) and records each
 # run's wall time: experiments/run_mnist5k.sh mnist5k_markov mnist5k_fvsbn ...
 # Run dirs: outputs/mnist5k/<name>; wall times: outputs/mnist5k/times.tsv.
-# Orderless runs are then scored by experiments/orderless_eval.py (random orderings, ensembles).
+# Orderless runs report the protocol themselves; nade-eval run_dir=... num_orderings=128 for K = 128.
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p outputs/mnist5k

@@ -1,9 +1,8 @@
 """What a run records for the orderings dashboard: ``profiles.json`` in the run dir and, with
 W&B, the same figures as tables, line plots and heat-map images.
 
-``profiles.json`` (written atomically, read by ``nade-report``; every evaluated ordering:
-the training ordering, identity, reverse, ``trainer.eval_orderings`` and, for orderless
-models, the protocol's K random ones)::
+``profiles.json`` (written atomically, read by ``nade-report``): the training ordering of a
+fixed-order model; identity, reverse and ``trainer.eval_orderings`` of an orderless one::
 
     {"step": int, "train_ordering": name, "image_shape": [H, W] or null,
      "orderings": {name: {"ordering": [D ints], "nll": float,

@@ -12,18 +12,30 @@ import jax
 import numpy as np
 from flax import nnx
 
+from nade_jax import distributed
 from nade_jax import orderings as ordering_lib
 from nade_jax import profiles as profile_lib
 from nade_jax import steps
 from nade_jax.data import independent_baseline_nll
+from nade_jax.models.base import bits_per_dim
+from nade_jax.orderings import log_prob_per_ordering
 
 
 def batched_log_prob(model, x: np.ndarray, ordering, batch_size: int = 1000) -> np.ndarray:
-    """log p(x) (N,) under one ordering, evaluated in batches with one compiled function."""
+    """log p(x) (N,) under one ordering, evaluated in batches with one compiled function.
+
+    In a multi-process run each process evaluates its share of the rows and the shares are
+    gathered (``distributed.map_rows``): every process returns all N values.
+    """
     graphdef, state = nnx.split(model)
     fn = steps.make_log_prob_fn(graphdef)
     ordering = ordering_lib.identity(model.num_inputs) if ordering is None else ordering
-    return np.concatenate([np.asarray(fn(state, x[i : i + batch_size], ordering)) for i in range(0, len(x), batch_size)])
+
+    def share(rows):
+        return np.concatenate([np.asarray(fn(state, rows[i : i + batch_size], ordering))
+                               for i in range(0, len(rows), batch_size)])
+
+    return distributed.map_rows(share, x)
 
 
 def nll(model, x: np.ndarray, ordering, batch_size: int = 1000) -> float:
@@ -104,24 +116,21 @@ def ordering_report(model, x: np.ndarray, orderings, names: list[str], batch_siz
     Returns ({ordering name: NLL}, {k: ensemble NLL}); the ensemble is log-mean-exp over
     the k orderings' likelihoods, per example.
     """
-    return ordering_report_with_profiles(model, x, orderings, names, batch_size, chunk_size)[:2]
+    def share(rows):  # (n, K): rows first, for the gather over processes
+        return np.concatenate(
+            [np.asarray(log_prob_per_ordering(model, rows[i : i + batch_size], orderings, chunk_size))
+             for i in range(0, len(rows), batch_size)],
+            axis=1,
+        ).T
 
-
-def ordering_report_with_profiles(model, x: np.ndarray, orderings, names: list[str], batch_size: int = 1000,
-                                  chunk_size: int = 16) -> tuple[dict[str, float], dict[int, float], dict[str, dict]]:
-    """``ordering_report`` plus each ordering's per-position profile (as ``position_profiles``),
-    from the same pass (``profiles.ordering_profiles``)."""
-    per_example, profile = profile_lib.ordering_profiles(model, x, orderings, batch_size, chunk_size)  # (K, N), (K, D)
+    per_example = distributed.map_rows(share, x).T.astype(np.float64)  # (K, N)
     per_ordering = {name: float(-per_example[k].mean()) for k, name in enumerate(names)}
     curve = {}
     for k in ensemble_sizes(len(names)):
         top = per_example[:k]
         peak = top.max(axis=0)
         curve[k] = float(-(peak + np.log(np.exp(top - peak).mean(axis=0))).mean())
-    rows = np.asarray(orderings)
-    profiles = {name: {"ordering": rows[k].tolist(), "nll": per_ordering[name], "nll_per_position": profile[k].tolist()}
-                for k, name in enumerate(names)}
-    return per_ordering, curve, profiles
+    return per_ordering, curve
 
 
 def position_profiles(model, x: np.ndarray, by_name: dict, batch_size: int = 1000,
@@ -172,6 +181,8 @@ class FinalEvaluation:
         if self.ensemble_curve:
             k = max(self.ensemble_curve)
             text += f"; ensemble of {k} orderings {m['test/ensemble_nll']:.3f}"
+        if "test/bits_per_dim" in m:
+            text += f"; {m['test/bits_per_dim']:.4f} bits/dim"
         return text
 
 
@@ -197,10 +208,9 @@ def final_evaluation(model, splits, train_ordering, *, num_orderings: int, order
     if not (model.is_orderless and num_orderings):
         profiles = position_profiles(model, splits.test, {train_ordering_name: train_ordering}, batch_size, chunk_size)
         metrics["test/nll"] = profiles[train_ordering_name]["nll"]
-        return FinalEvaluation(metrics, per_ordering, curve, profiles)
+        return FinalEvaluation(_with_bits_per_dim(metrics, splits), per_ordering, curve, profiles)
     names, eval_orderings = evaluation_orderings(splits.num_inputs, num_orderings, orderings_seed, model)
-    per_ordering, curve, random_profiles = ordering_report_with_profiles(model, splits.test, eval_orderings, names,
-                                                                         batch_size, chunk_size)
+    per_ordering, curve = ordering_report(model, splits.test, eval_orderings, names, batch_size, chunk_size)
     single = np.array(list(per_ordering.values())[:num_single])
     metrics["test/nll"] = float(single.mean())
     metrics["test/nll_se"] = float(single.std(ddof=1) / np.sqrt(len(single))) if len(single) > 1 else float("nan")
@@ -211,5 +221,11 @@ def final_evaluation(model, splits, train_ordering, *, num_orderings: int, order
     profiles = position_profiles(model, splits.test, {**labelled, **(profile_orderings or {})}, batch_size, chunk_size)
     for name in labelled:
         metrics[f"test/{name}_nll"] = profiles[name]["nll"]
-    profiles.update({name: p for name, p in random_profiles.items() if name not in profiles})
-    return FinalEvaluation(metrics, per_ordering, curve, profiles)
+    return FinalEvaluation(_with_bits_per_dim(metrics, splits), per_ordering, curve, profiles)
+
+
+def _with_bits_per_dim(metrics: dict, splits) -> dict:
+    """Adds ``test/bits_per_dim`` for categorical data (pixel models are compared in bits/dim)."""
+    if splits.kind == "categorical":
+        metrics["test/bits_per_dim"] = float(bits_per_dim(metrics["test/nll"], splits.num_inputs))
+    return metrics

@@ -28,6 +28,7 @@ from flax.training.early_stopping import EarlyStopping
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nade_jax import data as data_lib
+from nade_jax import distributed
 from nade_jax import orderings
 from nade_jax.checkpoint import Checkpointer
 from nade_jax.models import DensityModel, check_model
@@ -172,6 +173,7 @@ REPORTING_KEYS = (
     "trainer.devices",
     "trainer.eval_orderings",
     "trainer.samples_every_evals",
+    "distributed",  # 1 device, N devices and N processes train the same model
 )
 
 
@@ -218,7 +220,10 @@ STATUS_FILE = "status.json"
 
 
 def write_status(run_dir: Path, status: str, reason: str | None = None, **extra) -> None:
-    """Writes ``run_dir/status.json`` atomically (a kill leaves the old or the new file)."""
+    """Writes ``run_dir/status.json`` atomically (a kill leaves the old or the new file);
+    in a multi-process run, process 0 only."""
+    if not distributed.is_main():
+        return
     record = {"status": status, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
     path = Path(run_dir) / STATUS_FILE
     tmp = path.with_suffix(".json.tmp")
@@ -236,7 +241,7 @@ def read_status(run_dir: Path) -> dict | None:
 def record_job(hydra_cfg, run_dir: Path, status: str, reason: str | None) -> None:
     """In a multirun, records one job's outcome for the end-of-sweep summary
     (``<sweep dir>/.jobs/<job number>.json``; works the same in launcher worker processes)."""
-    if hydra_cfg.mode != hydra.types.RunMode.MULTIRUN:
+    if hydra_cfg.mode != hydra.types.RunMode.MULTIRUN or not distributed.is_main():
         return
     jobs = Path(hydra_cfg.sweep.dir) / ".jobs"
     jobs.mkdir(parents=True, exist_ok=True)
@@ -250,12 +255,10 @@ def record_job(hydra_cfg, run_dir: Path, status: str, reason: str | None) -> Non
 # Building a run: data, model, ordering.
 
 # Suggestions for model/data pairings by data kind (for the one-line mismatch message).
-MODELS_FOR = {"binary": "model=nade or model=orderless_nade", "real": "model=mog_nade or model=orderless_mog_nade"}
-DATA_FOR = {"binary": "data=digits or data=binarized_mnist", "real": "data=digits_real"}
-
-
-def _data_kind(splits) -> str:
-    return getattr(splits, "data_kind", None) or ("binary" if splits.binary else "real")
+MODELS_FOR = {"binary": "model=nade or model=orderless_nade", "real": "model=mog_nade or model=orderless_mog_nade",
+              "categorical": "model=categorical_nade"}
+DATA_FOR = {"binary": "data=digits or data=mnist5k", "real": "data=digits_real or data=mnist5k_real",
+            "categorical": "data=digits_levels"}
 
 
 def load_data(data_cfg: DictConfig):
@@ -285,10 +288,12 @@ def build_model(cfg: DictConfig, splits) -> DensityModel:
         check_model(model)
     except TypeError as error:
         raise ConfigError(f"model: {error}") from None
-    model_kind, data_kind = model.data_kind, _data_kind(splits)
+    model_kind, data_kind = model.data_kind, splits.kind
     _require(model_kind == data_kind,
              f"model {type(model).__name__} needs {model_kind} data, but data={splits.name} is {data_kind}; use "
              f"{DATA_FOR.get(model_kind, f'{model_kind} data')}, or {MODELS_FOR.get(data_kind, f'a {data_kind} model')}")
+    _require(model.num_categories == splits.num_categories,
+             f"model.num_categories must be {splits.num_categories} for data={splits.name}, got {model.num_categories}")
     return model
 
 
@@ -370,8 +375,9 @@ def as_arrays(stopping: EarlyStopping) -> EarlyStopping:
 
 
 def abstract(state: TrainState):
-    """The shape/dtype skeleton orbax restores into."""
-    return jax.eval_shape(lambda s: s, state)
+    """The shape/dtype/sharding skeleton orbax restores into. The shardings are this run's,
+    so a checkpoint written by N processes restores in one process and vice versa."""
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding), state)
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,33 +12,47 @@ parameters. The same code runs on one CPU, several XLA host devices (set
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts), a multi-GPU
 host or a TPU slice.
 
-Multi-host: call ``jax.distributed.initialize()`` on every process before anything else
-touches JAX; ``jax.devices()`` then lists the devices of all hosts and ``make_mesh()``
-spans them. Each process must then feed only its own rows of the global batch, e.g. with
-``jax.make_array_from_process_local_data(batch_sharding(mesh), local_rows)``, and the
-step runs unchanged.
+Multi-process (``nade_jax.distributed``): after ``jax.distributed.initialize()`` the mesh
+spans the devices of every process and each process passes only its rows of the global
+batch to the step, which assembles them with ``jax.make_array_from_process_local_data``.
+
+Randomness does not depend on the device count: the step key is the same on every device
+and a model draws per-example randomness from it and the example's index in the global
+batch (``rows``), so 1 device, N devices and N processes train the same model.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from nade_jax import distributed
+
 DATA_AXIS = "data"
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh over the first ``num_devices`` visible devices (None: all of them)."""
-    devices = jax.devices()
-    if num_devices is not None:
-        if not 1 <= num_devices <= len(devices):
-            raise ValueError(f"trainer.devices must be in [1, {len(devices)}], got {num_devices}")
-        devices = devices[:num_devices]
+    """A 1-D mesh over ``num_devices`` devices of each process (None: all of them).
+
+    One process: the first ``num_devices`` visible devices. Several processes
+    (``nade_jax.distributed``): the first ``num_devices`` local devices of every process,
+    in process order, so process p holds the p-th contiguous block of every batch.
+    """
+    per_process = jax.local_device_count()
+    if num_devices is not None and not 1 <= num_devices <= per_process:
+        raise ValueError(f"trainer.devices must be in [1, {per_process}] (devices per process), got {num_devices}")
+    count = per_process if num_devices is None else num_devices
+    by_process: dict[int, list[jax.Device]] = {}
+    for device in jax.devices():
+        by_process.setdefault(device.process_index, []).append(device)
+    devices = [device for index in sorted(by_process) for device in by_process[index][:count]]
     return Mesh(np.array(devices), (DATA_AXIS,))
 
 
@@ -64,13 +78,24 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, replicated(mesh))
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, mesh: Mesh | None = None):
-    """Returns ``step(params, opt_state, batch (B, D), key, ordering (D,)) -> (params, opt_state, loss)``.
+def _takes_rows(model: nnx.Module) -> bool:
+    """Whether the model's ``loss`` takes ``rows`` (the global batch indices of its rows):
+    models that draw per-example randomness do."""
+    return "rows" in inspect.signature(type(model).loss).parameters
 
-    ``ordering`` is the training ordering of fixed-order models (orderless models ignore it).
-    ``mesh`` None means a one-device mesh: the same sharded code path. B must be a multiple
-    of the mesh size. Each device draws its randomness from ``key`` folded with its position
-    in the mesh, so orderless models see independent masks on every slice of the batch.
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, mesh: Mesh | None = None):
+    """Returns ``step(params, opt_state, batch, key, ordering (D,)) -> (params, opt_state, loss)``.
+
+    ``batch`` holds this process's rows of the global (B, D) batch (all B rows in a
+    single-process run); B must be a multiple of the mesh size. ``ordering`` is the
+    training ordering of fixed-order models (orderless models ignore it). ``mesh`` None
+    means a one-device mesh: the same sharded code path.
+
+    Every device gets the same ``key``; a model whose ``loss`` takes ``rows`` receives the
+    indices of its slice in the global batch and draws each example's randomness from
+    (key, index). The result is therefore the same on any number of devices or processes,
+    up to the summation order of the gradient mean.
 
     ``params`` and ``opt_state`` are donated. On XLA:CPU with several devices the returned
     function blocks until the step is done: queuing a second step while the cross-device
@@ -80,9 +105,13 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, me
     mesh = make_mesh(1) if mesh is None else mesh
 
     def local_step(params, opt_state, batch, key, ordering):
-        if key is not None:
-            key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
-        loss_fn = lambda p: nnx.merge(graphdef, p).loss(batch, key, ordering)
+        local_rows = batch.shape[0]
+        rows = jax.lax.axis_index(DATA_AXIS) * local_rows + jnp.arange(local_rows)  # indices in the global batch
+
+        def loss_fn(p):
+            model = nnx.merge(graphdef, p)
+            return model.loss(batch, key, ordering, **({"rows": rows} if _takes_rows(model) else {}))
+
         loss, grads = jax.value_and_grad(loss_fn)(params)
         loss, grads = jax.lax.pmean((loss, grads), DATA_AXIS)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -104,14 +133,18 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, me
         out_shardings=replicated(mesh),
         donate_argnums=(0, 1),
     )
-    if mesh.size == 1 or mesh.devices.flat[0].platform != "cpu":
-        return step
+    blocks = mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
 
-    def blocking_step(params, opt_state, batch, key, ordering):
-        return jax.block_until_ready(step(params, opt_state, batch, key, ordering))
+    def global_step(params, opt_state, batch, key, ordering):
+        if distributed.process_count() > 1:  # this process's values -> global arrays
+            params, opt_state, key, ordering = distributed.to_global((params, opt_state, key, ordering),
+                                                                     replicated(mesh))
+            batch = distributed.to_global(batch, batch_sharding(mesh))
+        outputs = step(params, opt_state, batch, key, ordering)
+        return jax.block_until_ready(outputs) if blocks else outputs
 
-    blocking_step.lower = step.lower  # for ahead-of-time compilation and memory analysis
-    return blocking_step
+    global_step.lower = step.lower  # for ahead-of-time compilation and memory analysis
+    return global_step
 
 
 @functools.cache

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from nade_jax import CONFIG_DIR, evaluate, orderings, pretrain, runs, steps
+from nade_jax import CONFIG_DIR, distributed, evaluate, orderings, pretrain, runs, steps
 from nade_jax.checkpoint import Checkpointer
 from nade_jax.data.preprocess import bernoulli_sample, dynamic_binarize
 from nade_jax.loggers import RunLogger, run_id_for, start_wandb
@@ -77,6 +77,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     """
     run_dir = Path(run_dir)
     runs.check_config(cfg)
+    try:  # [distributed] before anything touches JAX; off by default
+        distributed.initialize(cfg.get("distributed"))
+        distributed.check_same(str(run_dir.absolute()), "the run dir")
+    except distributed.DistributedConfigError as error:
+        raise ConfigError(str(error)) from None
     runs.check_rerun(cfg, run_dir)
     status = runs.read_status(run_dir)
     if status and (status.get("status") == "diverged" or
@@ -95,9 +100,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         train_ordering = runs.make_ordering(cfg, splits)
         graphdef, params = nnx.split(model)
         tx = runs.make_checked_optimizer(cfg.optimizer, plan.total_steps, params)
-        mesh = None if cfg.trainer.devices == 1 else steps.make_mesh(cfg.trainer.devices)
+        multiprocess = distributed.process_count() > 1
+        mesh = None if cfg.trainer.devices == 1 and not multiprocess else steps.make_mesh(cfg.trainer.devices)
         if mesh is not None and plan.batch_size % mesh.size:
             raise ConfigError(f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}")
+        # [distributed] this process's rows of every global batch (all of them in one process)
+        rows = np.arange(plan.batch_size) if mesh is None else distributed.process_rows(steps.batch_sharding(mesh),
+                                                                                          plan.batch_size)
     except ConfigError:
         raise
     except ValueError as error:  # the library's own argument checks name the argument
@@ -113,18 +122,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         with Checkpointer(run_dir / "checkpoints", cfg.trainer.keep_checkpoints) as checkpointer:
             state = TrainState.create(params, tx, cfg.seed, cfg.trainer.patience)
+            if multiprocess:  # [distributed] orbax saves and restores global arrays only
+                state = distributed.to_global(state, steps.replicated(mesh))
             resumed_from, restored = checkpointer.restore_newest(runs.abstract(state))
             if restored is not None:
                 state = restored
                 log.info("resuming from step %d in %s", resumed_from, run_dir)
             with open_logger(cfg, run_dir, resume_step=int(state.step)) as logger:
                 # Orderless models: the masked-objective estimate (evaluate.validation_nll).
-                validation_nll = lambda params: evaluate.validation_nll(nnx.merge(graphdef, params), splits.val,
-                                                                         train_ordering, cfg.trainer.eval_batch_size)
+                validation_nll = lambda params: evaluate.validation_nll(
+                    nnx.merge(graphdef, distributed.local_copy(params)), splits.val, train_ordering,
+                    cfg.trainer.eval_batch_size)
                 on_evaluation = progress_samples(cfg, graphdef, splits, train_ordering, run_dir, logger)
                 state = training_loop(cfg, plan, splits, state, train_step, validation_nll, baseline_val,
-                                      train_ordering, checkpointer, logger, on_evaluation)
-                best_model = nnx.merge(graphdef, state.best_params)
+                                      train_ordering, checkpointer, logger, on_evaluation, rows)
+                best_model = nnx.merge(graphdef, distributed.local_copy(state.best_params))
                 metrics = report_final(cfg, best_model, splits, train_ordering, run_dir, logger, int(state.step))
                 metrics.update({"val/best_nll": state.best_val_nll, "train/steps": int(state.step),
                                 "train/stopped_early": bool(state.early_stopping.should_stop)})
@@ -143,27 +155,30 @@ def progress_samples(cfg, graphdef, splits, train_ordering, run_dir: Path, logge
     """The hook that logs a sample grid every ``trainer.samples_every_evals`` evaluations
     (``train/samples``, ``samples/step_<N>.png``), or None when off or the data are not images."""
     every = cfg.trainer.get("samples_every_evals")
-    if not every or not cfg.trainer.num_samples or splits.image_shape is None:
+    if not every or not cfg.trainer.num_samples or splits.image_shape is None or not distributed.is_main():
         return None
 
     def on_evaluation(params, step: int) -> None:
         if (step // cfg.trainer.eval_every) % every == 0:
             (run_dir / "samples").mkdir(exist_ok=True)
-            log_sample_grid(cfg, nnx.merge(graphdef, params), splits, train_ordering,
+            log_sample_grid(cfg, nnx.merge(graphdef, distributed.local_copy(params)), splits, train_ordering,
                             run_dir / "samples" / f"step_{step}.png", logger, "train/samples", step)
 
     return on_evaluation
 
 
 def training_loop(cfg, plan, splits, state: TrainState, train_step, validation_nll, baseline_val, train_ordering,
-                  checkpointer, logger, on_evaluation=None) -> TrainState:
+                  checkpointer, logger, on_evaluation=None, rows=None) -> TrainState:
     """Steps from ``state.step`` to the end, early stopping or divergence; checkpoints as it goes.
+
+    ``rows``: the indices of this process's rows in each global batch (None: all of them).
 
     Raises ``Diverged`` on a NaN/inf loss (within one step) or when the divergence rule
     fires; the newest checkpoint with finite parameters (and its best parameters) is kept.
     """
     trainer = cfg.trainer
-    base_key = jax.random.wrap_key_data(state.key)
+    base_key = jax.random.wrap_key_data(distributed.local_copy(state.key))  # host-local: per-step keys stay local
+    rows = np.arange(plan.batch_size) if rows is None else rows
     start = int(state.step)
     if state.early_stopping.should_stop:
         return state
@@ -173,9 +188,9 @@ def training_loop(cfg, plan, splits, state: TrainState, train_step, validation_n
     with progress:
         for step in range(start, plan.total_steps):
             key = jax.random.fold_in(base_key, step)
-            batch = splits.train[batch_indices(step, plan, len(splits.train), cfg.seed)]
-            if splits.dynamic_binarization:
-                batch = _dynamic_binarize(jax.random.fold_in(key, 1), batch)
+            batch = splits.train[batch_indices(step, plan, len(splits.train), cfg.seed)[rows]]
+            if splits.dynamic_binarization:  # per example: from (key, global row), like the step's masks
+                batch = _dynamic_binarize(jax.random.fold_in(key, 1), batch, rows)
             params, opt_state, loss = train_step(params, opt_state, batch, key, train_ordering)
             done = step + 1
             loss_value = float(loss)  # one sync per step: a NaN stops the run within one step
@@ -231,7 +246,7 @@ def report_final(cfg, model, splits, train_ordering, run_dir: Path, logger: RunL
     if result.per_ordering:
         logger.log_ordering_table(result.per_ordering, result.ensemble_curve, step)
     logger.log_profiles(result.profiles, step=step, train_ordering=ordering_name, image_shape=splits.image_shape)
-    if cfg.trainer.num_samples and splits.image_shape is not None:
+    if cfg.trainer.num_samples and splits.image_shape is not None and distributed.is_main():
         log_sample_grid(cfg, model, splits, train_ordering, run_dir / "samples.png", logger, "samples", step)
     log.info(result.line())
     return dict(result.metrics)
@@ -267,6 +282,8 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     Hydra's own ``.hydra/`` writing is off (``hydra.output_subdir: null``) because it runs
     before the app could check a rerun; this writes the same files after the check.
     """
+    if not distributed.is_main():  # [distributed] process 0 writes the run files
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").exists():
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -314,6 +331,8 @@ def _sweep_name() -> str | None:
 
 def open_logger(cfg: DictConfig, run_dir: Path, resume_step: int) -> RunLogger:
     """metrics.jsonl, plus W&B when ``logger.kind=wandb`` (same run id on every attempt)."""
+    if not distributed.is_main():  # [distributed] process 0 logs for all
+        return distributed.SilentLogger()
     wandb_run = None
     if cfg.logger.kind == "wandb":
         choices = _choices()

@@ -1,6 +1,7 @@
 """CategoricalNADE beyond the generic contract suite: a naive float64 reference."""
 
 import numpy as np
+import pytest
 from flax import nnx
 
 from conftest import scale_params
@@ -33,3 +34,27 @@ def test_matches_naive_float64_reference():
 
 def test_bits_per_dim():
     assert bits_per_dim(64 * np.log(2.0) * 3, 64) == 3.0
+
+
+def test_runner_pairs_categorical_models_with_categorical_data_and_reports_bits_per_dim():
+    """The runner refuses a categorical model on real data (and a wrong category count), and
+    reports bits/dim for categorical data."""
+    from hydra import compose, initialize_config_dir
+
+    from nade_jax import CONFIG_DIR, evaluate, runs
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["model=categorical_nade", "data=digits_real", "model.num_hidden=4"])
+        with pytest.raises(runs.ConfigError, match="needs categorical data, but data=digits_real is real"):
+            runs.build_model(cfg, runs.load_data(cfg.data))
+        cfg = compose("config", overrides=["model=categorical_nade", "data=digits_levels", "model.num_hidden=4",
+                                           "model.num_categories=5"])
+        splits = runs.load_data(cfg.data)
+        with pytest.raises(runs.ConfigError, match="model.num_categories must be 17"):
+            runs.build_model(cfg, splits)
+        cfg = compose("config", overrides=["model=categorical_nade", "data=digits_levels", "model.num_hidden=4"])
+        model = runs.build_model(cfg, splits)
+    result = evaluate.final_evaluation(model, splits, None, num_orderings=0, orderings_seed=0)
+    nll = result.metrics["test/nll"]
+    assert result.metrics["test/bits_per_dim"] == pytest.approx(nll / (splits.num_inputs * np.log(2)))
+    assert "bits/dim" in result.line()

@@ -4,7 +4,6 @@ models under their training ordering, and selection on the masked-objective esti
 
 import itertools
 
-import jax
 import numpy as np
 import pytest
 from flax import nnx

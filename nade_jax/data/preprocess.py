@@ -19,12 +19,17 @@ def bernoulli_sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(probs.shape) < probs).astype(np.float32)
 
 
-def dynamic_binarize(key: jax.Array, probs: jax.Array) -> jax.Array:
+def dynamic_binarize(key: jax.Array, probs: jax.Array, rows=None) -> jax.Array:
     """(B, D) fresh 0/1 images for one training batch of grey levels ``probs`` in [0, 1].
 
-    Jittable; used by the runner when ``Splits.dynamic_binarization`` is set.
+    Row i's noise comes from ``fold_in(key, rows[i])`` alone, where ``rows`` (B,) are the
+    rows' indices in the global batch (None: 0 … B−1): a process that holds a slice of the
+    batch draws the images the whole batch would. Jittable; used by the runner when
+    ``Splits.dynamic_binarization`` is set.
     """
-    return (jax.random.uniform(key, probs.shape) < probs).astype(probs.dtype)
+    rows = jax.numpy.arange(probs.shape[0]) if rows is None else rows
+    noise = jax.vmap(lambda row: jax.random.uniform(jax.random.fold_in(key, row), probs.shape[1:]))(rows)
+    return (noise < probs).astype(probs.dtype)
 
 
 def dequantise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -147,7 +147,12 @@ class DensityModel(nnx.Module, abc.ABC):
     @abc.abstractmethod
     def loss(self, x: jax.Array, key: jax.Array | None = None, ordering: jax.Array | None = None) -> jax.Array:
         """The scalar training objective on x (B, D): the mean NLL, or an unbiased estimate of
-        the mean NLL over orderings (or masks) for orderless models (``key`` draws them)."""
+        the mean NLL over orderings (or masks) for orderless models (``key`` draws them).
+
+        The runner passes the same ``key`` to every device. A model that draws randomness
+        per example also takes ``rows`` (B,), the indices of x's rows in the global batch
+        (None: x is the whole batch), and draws example i's randomness from (key, rows[i])
+        only, so that training does not depend on the device count (OrderlessNADE)."""
 
     @abc.abstractmethod
     def init_from_data(self, x) -> None:

@@ -59,7 +59,7 @@ class CategoricalNADE(SharedWeightNADE):
         num_categories: int = 256,
         *,
         activation: str = "sigmoid",
-        block_size: int = 1,
+        block_size: int | str = "auto",
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):

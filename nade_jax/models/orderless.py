@@ -50,16 +50,21 @@ OUTPUTS = ("bernoulli", "mog")
 ACCELERATOR_BLOCK_SIZE = 16
 
 
-def random_masks(key: jax.Array, batch_size: int, num_inputs: int, dtype=jnp.float32) -> jax.Array:
+def random_masks(key: jax.Array, batch_size: int, num_inputs: int, dtype=jnp.float32, rows=None) -> jax.Array:
     """(B, D) masks of the training objective, 1 = observed.
 
     Per row: k ~ U{0, …, D−1}, then the k variables whose rank in a uniformly random
-    permutation is < k, i.e. a uniform subset of size k given k.
+    permutation is < k, i.e. a uniform subset of size k given k. Row i's draw comes from
+    ``fold_in(key, rows[i])`` alone, where ``rows`` (B,) are the rows' indices in the global
+    batch (None: 0 … B−1), so a batch split over devices gets the masks of the whole batch.
     """
-    key_k, key_perm = jax.random.split(key)
-    k = jax.random.randint(key_k, (batch_size, 1), 0, num_inputs)
-    ranks = jax.vmap(lambda kk: jax.random.permutation(kk, num_inputs))(jax.random.split(key_perm, batch_size))
-    return (ranks < k).astype(dtype)
+    rows = jnp.arange(batch_size) if rows is None else rows
+
+    def one_mask(row):
+        key_k, key_perm = jax.random.split(jax.random.fold_in(key, row))
+        return jax.random.permutation(key_perm, num_inputs) < jax.random.randint(key_k, (), 0, num_inputs)
+
+    return jax.vmap(one_mask)(rows).astype(dtype)
 
 
 class OrderlessNADE(DensityModel):
@@ -185,17 +190,19 @@ class OrderlessNADE(DensityModel):
         # max(·, 1) only guards a fully observed row, whose sum is 0 anyway.
         return nll * D / jnp.maximum(D - mask.sum(axis=1), 1)
 
-    def loss(self, x: jax.Array, key: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
-        """Scalar batch mean of ``masked_nll`` over masks from ``random_masks(key, B, D)``.
+    def loss(self, x: jax.Array, key: jax.Array, ordering: jax.Array | None = None, rows=None) -> jax.Array:
+        """Scalar batch mean of ``masked_nll`` over masks from ``random_masks(key, B, D, rows=rows)``.
 
-        ``ordering`` is accepted for the shared contract and ignored: training is
-        ordering-agnostic.
+        ``rows`` (B,): the indices of x's rows in the global batch (None: x is the whole
+        batch); each example's mask depends only on (key, its index), so the step gives
+        the same masks on any number of devices. ``ordering`` is accepted for the shared
+        contract and ignored: training is ordering-agnostic.
         """
         del ordering
         if key is None:
             raise ValueError("key must be a jax.random key: the orderless loss draws random masks")
         x = as_batch(x, self.num_inputs, self._dtype())
-        mask = random_masks(key, x.shape[0], self.num_inputs, x.dtype)
+        mask = random_masks(key, x.shape[0], self.num_inputs, x.dtype, rows=rows)
         return self.masked_nll(x, mask).mean()
 
     def log_prob(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:

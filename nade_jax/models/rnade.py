@@ -25,7 +25,7 @@ class MoGNADE(SharedWeightNADE):
         *,
         activation: str = "sigmoid",
         min_scale: float = 1e-3,
-        block_size: int = 1,
+        block_size: int | str = "auto",
         param_dtype=jnp.float32,
         init_scale: float | None = None,
         rngs: nnx.Rngs,
