@@ -101,7 +101,7 @@ def evaluate_run(cfg: DictConfig) -> Path:
     if cfg.num_samples and run.splits.image_shape is not None:
         from nade_jax.plots import save_sample_grid
 
-        names, eval_orderings = evaluate.evaluation_orderings(run.splits.num_inputs, cfg.num_orderings, cfg.seed)
+        names, eval_orderings = evaluate.evaluation_orderings(run.splits.num_inputs, cfg.num_orderings, cfg.seed, run.model)
         samples = run.model.sample(jax.random.key(cfg.seed), cfg.num_samples, eval_orderings[0])
         save_sample_grid(np.asarray(samples), run.splits.image_shape,
                          run_dir / f"samples_eval_K{cfg.num_orderings}.png")
