@@ -185,8 +185,10 @@ def test_tiny_real_sweep_report_and_wandb(tmp_path):
     assert sorted(statuses.values()) == ["finished"] * 6 + ["skipped"] * 2, statuses
     orderless = [sweep / n for n, s in statuses.items() if "orderless" in n and s == "finished"]
     profiles = json.loads((orderless[0] / "profiles.json").read_text())
-    assert set(profiles["orderings"]) == {"identity", "reverse"}
+    assert set(profiles["orderings"]) == {"identity", "reverse"}  # the NADEs' orderings (and the labelled pair)
     assert len(profiles["orderings"]["reverse"]["nll_per_position"]) == 64
+    metrics = {k: v for line in (orderless[0] / "metrics.jsonl").read_text().splitlines() for k, v in json.loads(line).items()}
+    assert sum(profiles["orderings"]["reverse"]["nll_per_position"]) == pytest.approx(metrics["test/reverse_nll"], rel=1e-6)
     assert list((orderless[0] / "samples").glob("step_*.png"))
 
     _run([python, "-m", "nade_jax.report", str(sweep)], cwd=tmp_path)
