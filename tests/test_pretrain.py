@@ -36,8 +36,9 @@ def test_layerwise_pretraining_grows_the_trained_model(one_layer_run, tmp_path):
     for name in ("W_x", "W_m", "c", "b"):
         np.testing.assert_array_equal(getattr(model, name)[...], getattr(small, name)[...])
     assert 0.005 < float(np.std(model.layers[0].kernel[...])) < 0.02
-    metrics = train(cfg, tmp_path)  # the runner trains the grown model on
-    assert metrics["test/nll"] < metrics["test/baseline_nll"]
+    longer = compose_config(["model.hidden=[16,16]", f"init_from={one_layer_run}", "trainer.max_steps=200"])
+    metrics = train(longer, tmp_path)  # the runner trains the grown model on
+    assert metrics["test/nll"] < metrics["test/baseline_nll"] - 0.5
 
 
 def test_warm_start_copies_the_same_model(one_layer_run):

@@ -80,10 +80,11 @@ def test_orderless_run_reports_orderings_and_ensembles(tmp_path):
         (["model.num_hidden=-3"], "num_hidden must be an integer >= 1"),
         (["trainer.batch_size=5000"], "trainer.batch_size must be <= the 1400 training examples"),
         (["trainer.batch_size=-1"], "trainer.batch_size must be an integer >= 1"),
-        (["model=mog_nade"], "needs real data, but data=digits is binary; use data=digits_real, or model=nade"),
+        (["model=mog_nade"], "needs real data, but data=digits is binary; use data=digits_real or "
+                             "data=mnist5k_real, or model=nade"),
         # The suggestion names a model for the data given (the old message suggested model=nade here).
         (["data=digits_real"], "needs binary data, but data=digits_real is real; use data=digits or "
-                               "data=binarized_mnist, or model=mog_nade or model=orderless_mog_nade"),
+                               "data=mnist5k, or model=mog_nade or model=orderless_mog_nade"),
         (["data.name=cifar"], "data.name must be one of"),
         (["ordering.kind=diagonal"], "ordering.kind must be one of"),
         (["optimizer.schedule=cosine"], "optimizer.schedule must be one of"),
