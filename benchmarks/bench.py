@@ -174,7 +174,7 @@ def worker(configs, rounds, reps):
             compiled = step.lower(params, opt_state, batch, key, ordering).compile()
             memory[name] = compiled.memory_analysis().temp_size_in_bytes
 
-            def run(state, step=step):
+            def run(state, step=step, batch=batch, key=key, ordering=ordering):
                 params, opt_state, _ = step(*state, batch, key, ordering)
                 return params, opt_state
 
@@ -190,7 +190,7 @@ def worker(configs, rounds, reps):
             graphdef, params = nnx.split(_make_model(config, baseline))
             log_prob = jax.jit(lambda p, x, o, g=graphdef: nnx.merge(g, p).log_prob(x, o))
             memory[name] = log_prob.lower(params, x, ordering).compile().memory_analysis().temp_size_in_bytes
-            candidates[name] = (lambda s, f=log_prob, p=params: f(p, x, ordering), None)
+            candidates[name] = (lambda s, f=log_prob, p=params, x=x, o=ordering: f(p, x, o), None)
         rows.append(_row(config, devices, "log_prob", _interleaved(candidates, rounds, reps), memory))
 
         if config["model"] == "BinaryNADE":
@@ -199,13 +199,13 @@ def worker(configs, rounds, reps):
             a0 = jnp.ones((B, config["H"]), jnp.float32)
             scales = jnp.full((D,), 1.5, jnp.float32)
             memory = {"ours": 0}
-            times = _interleaved({"ours": (lambda s: floor(a0, scales), None)}, rounds, reps)
+            times = _interleaved({"ours": (lambda s, f=floor, a=a0, sc=scales: f(a, sc), None)}, rounds, reps)
             rows.append(_row(config, devices, "floor: B·D·H tanh", times, memory))
 
         graphdef, params = nnx.split(_make_model(config, False))
-        sample = jax.jit(lambda p, k, g=graphdef: nnx.merge(g, p).sample(k, 100, ordering))
+        sample = jax.jit(lambda p, k, g=graphdef, o=ordering: nnx.merge(g, p).sample(k, 100, o))
         memory = {"ours": sample.lower(params, key).compile().memory_analysis().temp_size_in_bytes}
-        times = _interleaved({"ours": (lambda s: sample(params, key), None)}, rounds, reps)
+        times = _interleaved({"ours": (lambda s, f=sample, p=params, k=key: f(p, k), None)}, rounds, reps)
         rows.append(_row(config, devices, "sample 100", times, memory, examples=100))
     return rows
 
@@ -242,11 +242,13 @@ def sweep(quick, rounds, reps):
             model = BinaryNADE(D, H, block_size=K, rngs=nnx.Rngs(0))
             graphdef, params = nnx.split(model, nnx.Param)
             step = steps.make_train_step(graphdef, tx, mesh)
-            state = (steps.replicate(jax.tree.map(jax.numpy.copy, params), mesh),
-                     steps.replicate(tx.init(params), mesh))
-            train[K] = (lambda st, step=step: step(*st, batch, key, ordering)[:2], state)
+            state = (
+                steps.replicate(jax.tree.map(jax.numpy.copy, params), mesh),
+                steps.replicate(tx.init(params), mesh),
+            )
+            train[K] = (lambda st, step=step, b=batch, k=key, o=ordering: step(*st, b, k, o)[:2], state)
             full_graphdef, full_state = nnx.split(model)
-            fn = jax.jit(lambda s, g=full_graphdef: nnx.merge(g, s).log_prob(x, ordering))
+            fn = jax.jit(lambda s, g=full_graphdef, x=x, o=ordering: nnx.merge(g, s).log_prob(x, o))
             log_prob[K] = (lambda st, fn=fn, s=full_state: fn(s), None)
         for task, candidates in (("BinaryNADE train step", train), ("BinaryNADE log_prob", log_prob)):
             times = _interleaved(candidates, rounds, reps)
@@ -267,9 +269,11 @@ def sweep(quick, rounds, reps):
     device = jax.devices()[0]
     auto_nade = resolve_block_size("auto", D)
     auto_orderless = 1 if device.platform == "cpu" else min(ORDERLESS_AUTO, D)
-    print(f"\nDevice: {device.platform} ({device.device_kind}); D={D}, H={H}; medians of {rounds} rounds x "
-          f"{reps} calls (orderless: {max(2, rounds // 2)} x 1). block_size='auto' here: NADE {auto_nade}, "
-          f"orderless {auto_orderless}.\n")
+    print(
+        f"\nDevice: {device.platform} ({device.device_kind}); D={D}, H={H}; medians of {rounds} rounds x "
+        f"{reps} calls (orderless: {max(2, rounds // 2)} x 1). block_size='auto' here: NADE {auto_nade}, "
+        f"orderless {auto_orderless}.\n"
+    )
     header = "| task | B | " + " | ".join(f"K={K} ms" for K in blocks) + " | fastest K | auto K / fastest |"
     print(header + "\n|" + "---|" * (header.count("|") - 1))
     for (task, B), ms in results.items():
@@ -351,8 +355,12 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=None, help="calls per candidate per round (default 3; quick 1)")
     parser.add_argument("--only", default=None, help="run only the configs whose name contains this")
     parser.add_argument("--pin", action="store_true", help="pin each worker to as many cores as it has devices")
-    parser.add_argument("--platform", choices=["cpu", "gpu", "tpu"], default="cpu",
-                        help="gpu/tpu: run the block-size x batch-size sweep on that backend")
+    parser.add_argument(
+        "--platform",
+        choices=["cpu", "gpu", "tpu"],
+        default="cpu",
+        help="gpu/tpu: run the block-size x batch-size sweep on that backend",
+    )
     parser.add_argument("--sweep", action="store_true", help="run the block-size sweep (on --platform)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
+import itertools
 import os
 import statistics
 import time
@@ -56,8 +57,13 @@ def scan_vmapped_over_orderings(model: OrderlessNADE, x: jax.Array, orders: jax.
     act = ACTIVATIONS[model.activation]
 
     def one(ordering):
-        inputs = (model.W_x[...][ordering], model.W_m[...][ordering], model.V[...][ordering],
-                  model.b[...][ordering], x[:, ordering].T)
+        inputs = (
+            model.W_x[...][ordering],
+            model.W_m[...][ordering],
+            model.V[...][ordering],
+            model.b[...][ordering],
+            x[:, ordering].T,
+        )
 
         def step(carry, inputs):
             a, total = carry
@@ -113,7 +119,7 @@ def sample_with_step_keys(model: OrderlessNADE, key: jax.Array, num_samples: int
 def multiply_adds(D: int, hidden: tuple[int, ...], P: int) -> dict[str, int]:
     """Multiply-adds per (example, ordering), from the layer shapes."""
     H1, HL = hidden[0], hidden[-1]
-    upper = sum(a * b for a, b in zip(hidden, hidden[1:]))
+    upper = sum(a * b for a, b in itertools.pairwise(hidden))
     return {
         # Per step: the upper layers, one read-out, the rank-one first-layer update.
         "incremental": D * (upper + HL * P + H1),
@@ -169,23 +175,32 @@ def evaluation(args, x, hidden) -> None:
     baseline = jax.jit(lambda s, x, o: scan_vmapped_over_orderings(nnx.merge(graphdef, s), x, o))
     naive = jax.jit(lambda s, x, o: jax.vmap(lambda oo: naive_log_prob(nnx.merge(graphdef, s), x, oo))(o))
 
-    print(f"\n### Exact evaluation: OrderlessNADE D={D} hidden={hidden} B={B}; "
-          f"auto block_size={model.block_size}, {args.repeats} interleaved rounds, medians")
+    print(
+        f"\n### Exact evaluation: OrderlessNADE D={D} hidden={hidden} B={B}; "
+        f"auto block_size={model.block_size}, {args.repeats} interleaved rounds, medians"
+    )
     print(f"useful work: {flops / 1e6:.0f} MFLOP per example·ordering (2 × multiply-adds of the incremental method)\n")
     print("| K | method | s per call | ex·ord / s | GFLOP/s | % of matmul peak | × fastest |")
     print("|---|---|---|---|---|---|---|")
     for K in [int(k) for k in args.orderings.split(",")]:
         orders = orderings.random_batch(jax.random.key(K), K, D)
-        methods = {"default (auto block size, default chunk_size)": functools.partial(
-            orderings.log_prob_per_ordering, model, x, orders)}
-        effective = lambda block, chunk: (min(block, D), None if chunk is None or chunk >= K else chunk)
+        methods = {
+            "default (auto block size, default chunk_size)": functools.partial(
+                orderings.log_prob_per_ordering, model, x, orders
+            )
+        }
+        effective = lambda block, chunk, K=K: (min(block, D), None if chunk is None or chunk >= K else chunk)
         seen = {effective(model.block_size, DEFAULT_CHUNK_SIZE)}
         for block, chunk in parse_variants(args.variants):
             if effective(block, chunk) in seen:
                 continue  # the same computation as a method already listed
             seen.add(effective(block, chunk))
-            name = f"block_size {block}, " + ("orderings vmapped" if chunk is None else f"{chunk} ordering(s) per lax.map step")
-            methods[name] = functools.partial(orderings.log_prob_per_ordering, models[block], x, orders, chunk_size=chunk)
+            name = f"block_size {block}, " + (
+                "orderings vmapped" if chunk is None else f"{chunk} ordering(s) per lax.map step"
+            )
+            methods[name] = functools.partial(
+                orderings.log_prob_per_ordering, models[block], x, orders, chunk_size=chunk
+            )
         methods["baseline: per-variable scan vmapped over K (issue)"] = lambda o=orders: baseline(state, x, o)
         if K == 1 or args.naive_all:
             methods["baseline: naive, D full passes"] = lambda o=orders: naive(state, x, o)
@@ -203,9 +218,14 @@ def evaluation(args, x, hidden) -> None:
         fastest = min(median.values())
         for name, seconds in median.items():
             useful = K * B * flops / seconds / 1e9
-            print(f"| {K} | {name} | {seconds:.3f} | {K * B / seconds:,.0f} | {useful:.0f} | "
-                  f"{100 * useful / peak:.0f} % | {seconds / fastest:.2f} |")
-        print(f"| {K} | matmul peak ({K * B}, {U.shape[0]}) @ {U.shape} f32 | — | — | {peak:.0f} | 100 % | — |", flush=True)
+            print(
+                f"| {K} | {name} | {seconds:.3f} | {K * B / seconds:,.0f} | {useful:.0f} | "
+                f"{100 * useful / peak:.0f} % | {seconds / fastest:.2f} |"
+            )
+        print(
+            f"| {K} | matmul peak ({K * B}, {U.shape[0]}) @ {U.shape} f32 | — | — | {peak:.0f} | 100 % | — |",
+            flush=True,
+        )
 
 
 def sampling(args, hidden) -> None:
@@ -272,8 +292,11 @@ def main():
     parser.add_argument("--hidden", type=int, nargs="+", default=[500, 500])
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--orderings", default="1,8,32", help="comma-separated K")
-    parser.add_argument("--variants", default="1:all,1:1,16:all,16:1",
-                        help="block_size:chunk pairs (chunk = orderings per lax.map step, or all)")
+    parser.add_argument(
+        "--variants",
+        default="1:all,1:1,16:all,16:1",
+        help="block_size:chunk pairs (chunk = orderings per lax.map step, or all)",
+    )
     parser.add_argument("--naive-all", action="store_true", help="time the naive baseline for every K")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=10, help="steps per timed training repeat")
@@ -284,8 +307,10 @@ def main():
     hidden = tuple(args.hidden)
     x = jnp.asarray((np.random.default_rng(0).random((args.batch, args.num_inputs)) < 0.3).astype(np.float32))
     device = jax.devices()[0]
-    print(f"device: {device.platform} ({device.device_kind}); load average at start "
-          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}; jax {jax.__version__}")
+    print(
+        f"device: {device.platform} ({device.device_kind}); load average at start "
+        f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}; jax {jax.__version__}"
+    )
     skip = set(args.skip.split(","))
     if "evaluation" not in skip:
         evaluation(args, x, hidden)

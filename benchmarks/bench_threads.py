@@ -43,8 +43,17 @@ def _env(devices: int) -> dict:
 
 
 def run_job(setting: dict, max_steps: int, run_dir: str) -> float:
-    command = [*setting["prefix"], sys.executable, "-m", "nade_jax.train", "logger=none", "trainer.progress=false",
-               f"trainer.max_steps={max_steps}", f"trainer.devices={setting['devices']}", f"hydra.run.dir={run_dir}"]
+    command = [
+        *setting["prefix"],
+        sys.executable,
+        "-m",
+        "nade_jax.train",
+        "logger=none",
+        "trainer.progress=false",
+        f"trainer.max_steps={max_steps}",
+        f"trainer.devices={setting['devices']}",
+        f"hydra.run.dir={run_dir}",
+    ]
     start = time.perf_counter()
     subprocess.run(command, env=_env(setting["devices"]), check=True, capture_output=True)
     return time.perf_counter() - start
@@ -106,8 +115,11 @@ def main() -> None:
                         value = run_step(setting, args.calls) / 1e3
                     times[name].append(value)
                     print(json.dumps({"part": part, "setting": name, "seconds": value}), flush=True)
-        what = (f"main job, nade-train digits default, {args.max_steps} steps (s, wall incl. start-up)"
-                if part == "job" else "BinaryNADE D=784 H=500 B=100 training step (ms)")
+        what = (
+            f"main job, nade-train digits default, {args.max_steps} steps (s, wall incl. start-up)"
+            if part == "job"
+            else "BinaryNADE D=784 H=500 B=100 training step (ms)"
+        )
         scale = 1 if part == "job" else 1e3
         base = statistics.median(times["unpinned, 1 device"])
         print(f"\n{what}; {args.rounds} interleaved rounds\n")

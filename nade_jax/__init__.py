@@ -10,4 +10,4 @@ from nade_jax.validation import check_inputs
 # absolute path so that console scripts find them whatever the working directory.
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
-__all__ = ["CONFIG_DIR", "orderings", "ensemble_log_prob", "log_prob_per_ordering", "check_inputs"]
+__all__ = ["CONFIG_DIR", "check_inputs", "ensemble_log_prob", "log_prob_per_ordering", "orderings"]

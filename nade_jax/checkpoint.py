@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,20 +40,21 @@ class Checkpointer:
         # One unnamed item with an explicit handler: orbax otherwise infers the item layout from
         # the step dirs, and one damaged (e.g. empty) step dir then makes every step unreadable.
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only, read_only=read_only)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_handlers=ocp.StandardCheckpointHandler())
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+        )
 
     def __enter__(self) -> Checkpointer:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def steps(self) -> list[int]:
         """Saved steps, newest first (including damaged ones)."""
         return sorted(self.manager.all_steps(), reverse=True)
 
-    def save(self, step: int, state) -> None:
+    def save(self, step: int, state: Any) -> None:
         """Saves ``state`` (any pytree of arrays) at ``step``; asynchronous, atomic.
 
         The write runs in the background, so it works on device-side copies: the caller's
@@ -61,7 +63,7 @@ class Checkpointer:
         state = distributed.as_global(state)  # [distributed] every process saves its part
         self.manager.save(step, args=ocp.args.StandardSave(jax.tree.map(jnp.copy, state)))
 
-    def restore_newest(self, abstract_state):
+    def restore_newest(self, abstract_state: Any) -> tuple[int | None, Any]:
         """Returns ``(step, state)`` of the newest readable step, or ``(None, None)`` if none is saved.
 
         ``abstract_state`` is the target structure (``jax.ShapeDtypeStruct`` leaves). An
@@ -73,10 +75,15 @@ class Checkpointer:
         for step in steps:
             try:
                 state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-            except Exception as error:  # orbax/tensorstore raise many types for damaged files
+            except Exception as error:  # noqa: BLE001  orbax/tensorstore raise many types for damaged files
                 reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-                log.warning("checkpoint step %d in %s is unreadable (%s: %s); falling back to an earlier step",
-                            step, self.directory, type(error).__name__, reason)
+                log.warning(
+                    "checkpoint step %d in %s is unreadable (%s: %s); falling back to an earlier step",
+                    step,
+                    self.directory,
+                    type(error).__name__,
+                    reason,
+                )
                 self._set_aside(step)
                 continue
             return step, state

@@ -20,6 +20,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,11 +30,22 @@ PROFILES_FILE = "profiles.json"
 EVALUATION_SET = re.compile(r"^(random|mask)_\d+$")  # evaluate.evaluation_orderings' names
 
 
-def write_profiles(run_dir: Path, profiles: dict[str, dict], *, step: int, train_ordering: str,
-                   image_shape, file_name: str = PROFILES_FILE) -> Path:
+def write_profiles(
+    run_dir: Path,
+    profiles: dict[str, dict[str, Any]],
+    *,
+    step: int,
+    train_ordering: str,
+    image_shape: tuple[int, int] | None,
+    file_name: str = PROFILES_FILE,
+) -> Path:
     """Writes the final evaluation's per-ordering profiles to ``run_dir/file_name`` atomically."""
-    record = {"step": int(step), "train_ordering": train_ordering,
-              "image_shape": list(image_shape) if image_shape is not None else None, "orderings": profiles}
+    record = {
+        "step": int(step),
+        "train_ordering": train_ordering,
+        "image_shape": list(image_shape) if image_shape is not None else None,
+        "orderings": profiles,
+    }
     path = Path(run_dir) / file_name
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record))
@@ -41,13 +53,18 @@ def write_profiles(run_dir: Path, profiles: dict[str, dict], *, step: int, train
     return path
 
 
-def heat_maps(profiles: dict[str, dict]) -> dict[str, np.ndarray]:
+def heat_maps(profiles: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
     """{ordering name: (D,) the NLL of each variable when it is predicted under that ordering}."""
     return {name: pixel_map(p["nll_per_position"], p["ordering"]) for name, p in profiles.items()}
 
 
-def wandb_payload(profiles: dict[str, dict], image_shape, out_dir: Path, prefix: str = "test",
-                  title: str = "") -> dict:
+def wandb_payload(
+    profiles: dict[str, dict[str, Any]],
+    image_shape: tuple[int, int] | None,
+    out_dir: Path,
+    prefix: str = "test",
+    title: str = "",
+) -> dict[str, Any]:
     """The W&B objects of one evaluation's profiles (see the module docstring)."""
     import wandb
 
@@ -61,7 +78,9 @@ def wandb_payload(profiles: dict[str, dict], image_shape, out_dir: Path, prefix:
     rows = []
     for name in names:
         values = np.asarray(profiles[name]["nll_per_position"], np.float64)
-        rows += [[name, d + 1, float(v), float(c)] for d, (v, c) in enumerate(zip(values, np.cumsum(values)))]
+        rows += [
+            [name, d + 1, float(v), float(c)] for d, (v, c) in enumerate(zip(values, np.cumsum(values), strict=True))
+        ]
     profile_table = wandb.Table(columns=["ordering", "position", "nll", "cumulative_nll"], data=rows)
     positions = list(range(1, len(profiles[names[0]]["nll_per_position"]) + 1))
     payload = {
@@ -69,11 +88,19 @@ def wandb_payload(profiles: dict[str, dict], image_shape, out_dir: Path, prefix:
         f"{prefix}/nll_by_ordering_bar": wandb.plot.bar(by_ordering, "ordering", "nll", title="Test NLL by ordering"),
         f"{prefix}/profile": profile_table,
         f"{prefix}/profile_cumulative": wandb.plot.line_series(
-            xs=positions, ys=[np.cumsum(profiles[n]["nll_per_position"]).tolist() for n in names], keys=names,
-            title="Cumulative test NLL along the ordering", xname="position d"),
+            xs=positions,
+            ys=[np.cumsum(profiles[n]["nll_per_position"]).tolist() for n in names],
+            keys=names,
+            title="Cumulative test NLL along the ordering",
+            xname="position d",
+        ),
     }
     if image_shape is not None:
-        path = save_heat_maps(heat_maps(profiles), tuple(image_shape), Path(out_dir) / f"{prefix.replace('/', '_')}_heat_map.png",
-                              title or "NLL of each pixel when it is predicted")
+        path = save_heat_maps(
+            heat_maps(profiles),
+            (image_shape[0], image_shape[1]),
+            Path(out_dir) / f"{prefix.replace('/', '_')}_heat_map.png",
+            title or "NLL of each pixel when it is predicted",
+        )
         payload[f"{prefix}/heat_map"] = wandb.Image(str(path))
     return payload

@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import jax
@@ -41,8 +42,10 @@ def check_arguments(argv: list[str]) -> None:
     keys = [arg.split("=", 1)[0].lstrip("+~") for arg in overrides]
     for key in keys:
         if key not in KEYS and not key.startswith("hydra"):
-            _fail(f"unknown key {key!r}: nade-eval takes {', '.join(KEYS)} (the model, data and ordering come "
-                  f"from the run dir)")
+            _fail(
+                f"unknown key {key!r}: nade-eval takes {', '.join(KEYS)} (the model, data and ordering come "
+                f"from the run dir)"
+            )
     if "run_dir" not in keys:
         _fail("run_dir is required: nade-eval run_dir=<a nade-train run dir>")
     # Hydra's output dir is inside run_dir: refuse a wrong run_dir before Hydra creates it.
@@ -62,7 +65,7 @@ def _run_dir_values(arg: str) -> list[str]:
 
     try:
         override = OverridesParser.create().parse_override(arg)
-    except Exception:  # Hydra reports the syntax error itself
+    except Exception:  # noqa: BLE001  Hydra reports the syntax error itself
         return []
     values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
     return [str(v) for v in values]
@@ -88,32 +91,61 @@ def evaluate_run(cfg: DictConfig) -> Path:
     run = runs.restore_run(run_dir)
     train_ordering = runs.make_ordering(run.cfg, run.splits)
     ordering_name = orderings.label(run.cfg.ordering.kind, run.cfg.ordering.get("seed", 0))
-    named = orderings.from_specs(run.cfg.get("trainer", {}).get("eval_orderings"), run.splits.num_inputs,
-                                 run.splits.image_shape) if run.model.is_orderless else {}
-    result = evaluate.final_evaluation(run.model, run.splits, train_ordering, num_orderings=cfg.num_orderings,
-                                       orderings_seed=cfg.seed, batch_size=cfg.batch_size, chunk_size=cfg.chunk_size,
-                                       train_ordering_name=ordering_name, profile_orderings=named)
-    record = {"run_dir": str(run_dir), "checkpoint_step": run.step, "num_orderings": cfg.num_orderings,
-              "metrics": result.metrics, "per_ordering": result.per_ordering,
-              "ensemble": {str(k): v for k, v in result.ensemble_curve.items()}}
+    named = (
+        orderings.from_specs(
+            run.cfg.get("trainer", {}).get("eval_orderings"), run.splits.num_inputs, run.splits.image_shape
+        )
+        if run.model.is_orderless
+        else {}
+    )
+    result = evaluate.final_evaluation(
+        run.model,
+        run.splits,
+        train_ordering,
+        num_orderings=cfg.num_orderings,
+        orderings_seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        chunk_size=cfg.chunk_size,
+        train_ordering_name=ordering_name,
+        profile_orderings=named,
+    )
+    record = {
+        "run_dir": str(run_dir),
+        "checkpoint_step": run.step,
+        "num_orderings": cfg.num_orderings,
+        "metrics": result.metrics,
+        "per_ordering": result.per_ordering,
+        "ensemble": {str(k): v for k, v in result.ensemble_curve.items()},
+    }
     out = run_dir / f"eval_K{cfg.num_orderings}.json"
     out.write_text(json.dumps(record, indent=2))
     if cfg.num_samples and run.splits.image_shape is not None:
         from nade_jax.plots import save_sample_grid
 
-        names, eval_orderings = evaluate.evaluation_orderings(run.splits.num_inputs, cfg.num_orderings, cfg.seed, run.model)
+        _names, eval_orderings = evaluate.evaluation_orderings(
+            run.splits.num_inputs, cfg.num_orderings, cfg.seed, run.model
+        )
         samples = run.model.sample(jax.random.key(cfg.seed), cfg.num_samples, eval_orderings[0])
-        save_sample_grid(np.asarray(samples), run.splits.image_shape,
-                         run_dir / f"samples_eval_K{cfg.num_orderings}.png")
-    dashboard.write_profiles(run_dir, result.profiles, step=run.step, train_ordering=ordering_name,
-                             image_shape=run.splits.image_shape, file_name=f"eval_K{cfg.num_orderings}_profiles.json")
+        save_sample_grid(
+            np.asarray(samples), run.splits.image_shape, run_dir / f"samples_eval_K{cfg.num_orderings}.png"
+        )
+    dashboard.write_profiles(
+        run_dir,
+        result.profiles,
+        step=run.step,
+        train_ordering=ordering_name,
+        image_shape=run.splits.image_shape,
+        file_name=f"eval_K{cfg.num_orderings}_profiles.json",
+    )
     if cfg.get("log_to_run", True):
         log_to_wandb_run(run, run_dir, result, cfg.num_orderings)
     log.info("%s  ->  %s", result.line(), out)
     return out
 
 
-def log_to_wandb_run(run, run_dir: Path, result, num_orderings: int) -> None:
+def log_to_wandb_run(
+    run: runs.RestoredRun, run_dir: Path, result: evaluate.FinalEvaluation, num_orderings: int
+) -> None:
     """Logs the evaluation into the W&B run of the training run it evaluates (resumed by its
     id, ``loggers.run_id_for``), under ``eval_K<K>/``: the headline figures in the run
     summary, the per-ordering and ensemble tables and the profiles (``dashboard``). With no
@@ -122,22 +154,39 @@ def log_to_wandb_run(run, run_dir: Path, result, num_orderings: int) -> None:
     logger_cfg = run.cfg.get("logger") or {}
     if logger_cfg.get("kind") != "wandb":
         return
-    wandb_run = start_wandb(None, run_dir, project=logger_cfg.get("project", "nade_jax"),
-                            entity=logger_cfg.get("entity"), group=None, name=None, job_type=None, tags=[],
-                            mode=logger_cfg.get("mode"), run_id=run_id_for(run_dir))
+    wandb_run = start_wandb(
+        None,
+        run_dir,
+        project=logger_cfg.get("project", "nade_jax"),
+        entity=logger_cfg.get("entity"),
+        group=None,
+        name=None,
+        job_type=None,
+        tags=[],
+        mode=logger_cfg.get("mode"),
+        run_id=run_id_for(run_dir),
+    )
     if wandb_run is None:
         return
     import wandb
 
     prefix = f"eval_K{num_orderings}"
     figures = {f"{prefix}/{k.split('/', 1)[-1]}": v for k, v in result.metrics.items()}
-    payload = dict(figures)
+    payload: dict[str, Any] = dict(figures)  # figures, then W&B tables and charts
     if result.per_ordering:
         table = wandb.Table(columns=["ordering", "test_nll"], data=[[k, v] for k, v in result.per_ordering.items()])
-        curve = wandb.Table(columns=["num_orderings", "test_nll"], data=[[k, v] for k, v in result.ensemble_curve.items()])
-        payload.update({f"{prefix}/per_ordering": table, f"{prefix}/ensemble": curve,
-                        f"{prefix}/ensemble_curve": wandb.plot.line(curve, "num_orderings", "test_nll",
-                                                                    title=f"Ensemble test NLL vs K (nade-eval, K={num_orderings})")})
+        curve = wandb.Table(
+            columns=["num_orderings", "test_nll"], data=[[k, v] for k, v in result.ensemble_curve.items()]
+        )
+        payload.update(
+            {
+                f"{prefix}/per_ordering": table,
+                f"{prefix}/ensemble": curve,
+                f"{prefix}/ensemble_curve": wandb.plot.line(
+                    curve, "num_orderings", "test_nll", title=f"Ensemble test NLL vs K (nade-eval, K={num_orderings})"
+                ),
+            }
+        )
     payload.update(dashboard.wandb_payload(result.profiles, run.splits.image_shape, run_dir, prefix))
     try:
         wandb_run.log(payload)

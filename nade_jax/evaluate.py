@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
 
-from nade_jax import distributed
+from nade_jax import distributed, steps
 from nade_jax import orderings as ordering_lib
 from nade_jax import profiles as profile_lib
-from nade_jax import steps
-from nade_jax.data import independent_baseline_nll
-from nade_jax.models.base import bits_per_dim
+from nade_jax.data import Splits, independent_baseline_nll
+from nade_jax.models.base import DensityModel, bits_per_dim
 from nade_jax.orderings import log_prob_per_ordering
 
 
-def batched_log_prob(model, x: np.ndarray, ordering, batch_size: int = 1000) -> np.ndarray:
+def batched_log_prob(
+    model: DensityModel, x: np.ndarray, ordering: jax.Array | None, batch_size: int = 1000
+) -> np.ndarray:
     """log p(x) (N,) under one ordering, evaluated in batches with one compiled function.
 
     In a multi-process run each process evaluates its share of the rows and the shares are
@@ -31,14 +34,15 @@ def batched_log_prob(model, x: np.ndarray, ordering, batch_size: int = 1000) -> 
     fn = steps.make_log_prob_fn(graphdef)
     ordering = ordering_lib.identity(model.num_inputs) if ordering is None else ordering
 
-    def share(rows):
-        return np.concatenate([np.asarray(fn(state, rows[i : i + batch_size], ordering))
-                               for i in range(0, len(rows), batch_size)])
+    def share(rows: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [np.asarray(fn(state, rows[i : i + batch_size], ordering)) for i in range(0, len(rows), batch_size)]
+        )
 
     return distributed.map_rows(share, x)
 
 
-def nll(model, x: np.ndarray, ordering, batch_size: int = 1000) -> float:
+def nll(model: DensityModel, x: np.ndarray, ordering: jax.Array | None, batch_size: int = 1000) -> float:
     """Mean negative log-likelihood in nats per example under ``ordering``."""
     return float(-batched_log_prob(model, x, ordering, batch_size).mean())
 
@@ -56,7 +60,9 @@ NUM_SINGLE_ORDERINGS = 10
 NUM_MASK_DRAWS = 16
 
 
-def evaluation_orderings(num_inputs: int, num_orderings: int, seed: int, model=None) -> tuple[list[str], jax.Array]:
+def evaluation_orderings(
+    num_inputs: int, num_orderings: int, seed: int, model: DensityModel | None = None
+) -> tuple[list[str], jax.Array]:
     """The K evaluation orderings of an orderless model: uniformly random permutations,
     ordering i drawn from ``fold_in(key(seed), i)`` and named ``random_i``. The same seed
     gives the same orderings in every run of a sweep, and the first k are the same for every
@@ -69,7 +75,8 @@ def evaluation_orderings(num_inputs: int, num_orderings: int, seed: int, model=N
         return [f"mask_{i}" for i in range(len(own))], jax.numpy.asarray(own)
     key = jax.random.key(seed)
     rows = jax.vmap(lambda i: ordering_lib.random(jax.random.fold_in(key, i), num_inputs))(
-        jax.numpy.arange(num_orderings))
+        jax.numpy.arange(num_orderings)
+    )
     return [f"random_{i}" for i in range(num_orderings)], rows
 
 
@@ -79,12 +86,13 @@ def named_orderings(num_inputs: int) -> dict[str, jax.Array]:
 
 
 @functools.cache
-def _loss_fn(graphdef: nnx.GraphDef):
+def _loss_fn(graphdef: nnx.GraphDef[DensityModel]) -> Callable[[Any, Any, jax.Array], jax.Array]:
     return jax.jit(lambda params, x, key: nnx.merge(graphdef, params).loss(x, key))
 
 
-def masked_nll_estimate(model, x: np.ndarray, num_draws: int = NUM_MASK_DRAWS, seed: int = 0,
-                        batch_size: int = 1000) -> float:
+def masked_nll_estimate(
+    model: DensityModel, x: np.ndarray, num_draws: int = NUM_MASK_DRAWS, seed: int = 0, batch_size: int = 1000
+) -> float:
     """The reference's validation estimate for orderless models: the training objective
     (an unbiased estimate of the NLL averaged over orderings) averaged over ``num_draws``
     mask draws. The draws come from ``seed`` only, so every evaluation of a run, and every
@@ -100,7 +108,9 @@ def masked_nll_estimate(model, x: np.ndarray, num_draws: int = NUM_MASK_DRAWS, s
     return total / (num_draws * len(x))
 
 
-def validation_nll(model, x: np.ndarray, train_ordering, batch_size: int = 1000) -> float:
+def validation_nll(
+    model: DensityModel, x: np.ndarray, train_ordering: jax.Array | None, batch_size: int = 1000
+) -> float:
     """The model-selection figure (early stopping, best checkpoint, sweeper objective):
     for orderless models the masked-objective estimate over ``NUM_MASK_DRAWS`` fixed draws;
     for fixed-order models the exact NLL under the training ordering."""
@@ -109,17 +119,26 @@ def validation_nll(model, x: np.ndarray, train_ordering, batch_size: int = 1000)
     return nll(model, x, train_ordering, batch_size)
 
 
-def ordering_report(model, x: np.ndarray, orderings, names: list[str], batch_size: int = 1000,
-                    chunk_size: int = 16) -> tuple[dict[str, float], dict[int, float]]:
+def ordering_report(
+    model: DensityModel,
+    x: np.ndarray,
+    orderings: jax.Array,
+    names: list[str],
+    batch_size: int = 1000,
+    chunk_size: int = 16,
+) -> tuple[dict[str, float], dict[int, float]]:
     """Test NLL per ordering, and of ensembles of the first k orderings for k = 1, 2, 4, … K.
 
     Returns ({ordering name: NLL}, {k: ensemble NLL}); the ensemble is log-mean-exp over
     the k orderings' likelihoods, per example.
     """
-    def share(rows):  # (n, K): rows first, for the gather over processes
+
+    def share(rows: np.ndarray) -> np.ndarray:  # (n, K): rows first, for the gather over processes
         return np.concatenate(
-            [np.asarray(log_prob_per_ordering(model, rows[i : i + batch_size], orderings, chunk_size))
-             for i in range(0, len(rows), batch_size)],
+            [
+                np.asarray(log_prob_per_ordering(model, rows[i : i + batch_size], orderings, chunk_size))
+                for i in range(0, len(rows), batch_size)
+            ],
             axis=1,
         ).T
 
@@ -133,20 +152,27 @@ def ordering_report(model, x: np.ndarray, orderings, names: list[str], batch_siz
     return per_ordering, curve
 
 
-def position_profiles(model, x: np.ndarray, by_name: dict, batch_size: int = 1000,
-                      chunk_size: int = 16) -> dict[str, dict]:
+def position_profiles(
+    model: DensityModel, x: np.ndarray, by_name: dict[str, Any], batch_size: int = 1000, chunk_size: int = 16
+) -> dict[str, dict[str, Any]]:
     """Exact test NLL and per-position profile under each named ordering, from one pass.
 
     Returns {name: {"ordering": (D,) list, "nll": mean NLL, "nll_per_position": (D,) list of
     mean −log p(x_{o_d} | x_{o_<d}) in ordering order (it sums to "nll")}}.
     """
     names = list(by_name)
-    by_name = {name: ordering_lib.identity(model.num_inputs) if o is None else o
-                       for name, o in by_name.items()}
+    by_name = {name: ordering_lib.identity(model.num_inputs) if o is None else o for name, o in by_name.items()}
     log_p, profile = profile_lib.ordering_profiles(
-        model, x, jax.numpy.stack([jax.numpy.asarray(by_name[n]) for n in names]), batch_size, chunk_size)
-    return {name: {"ordering": np.asarray(by_name[name]).tolist(), "nll": float(-log_p[k].mean()),
-                   "nll_per_position": profile[k].tolist()} for k, name in enumerate(names)}
+        model, x, jax.numpy.stack([jax.numpy.asarray(by_name[n]) for n in names]), batch_size, chunk_size
+    )
+    return {
+        name: {
+            "ordering": np.asarray(by_name[name]).tolist(),
+            "nll": float(-log_p[k].mean()),
+            "nll_per_position": profile[k].tolist(),
+        }
+        for k, name in enumerate(names)
+    }
 
 
 @dataclasses.dataclass
@@ -168,14 +194,16 @@ class FinalEvaluation:
     metrics: dict[str, float]
     per_ordering: dict[str, float]
     ensemble_curve: dict[int, float]
-    profiles: dict[str, dict] = dataclasses.field(default_factory=dict)
+    profiles: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def line(self) -> str:
         """One human line with the headline figures."""
         m = self.metrics
         if "test/nll_se" in m:
-            text = (f"test NLL {m['test/nll']:.3f} ± {m['test/nll_se']:.3f} nats (mean ± s.e. over "
-                    f"{m['test/nll_num_orderings']} random orderings; independent baseline {m['test/baseline_nll']:.3f})")
+            text = (
+                f"test NLL {m['test/nll']:.3f} ± {m['test/nll_se']:.3f} nats (mean ± s.e. over "
+                f"{m['test/nll_num_orderings']} random orderings; independent baseline {m['test/baseline_nll']:.3f})"
+            )
         else:
             text = f"test NLL {m['test/nll']:.3f} nats (independent baseline {m['test/baseline_nll']:.3f})"
         if self.ensemble_curve:
@@ -186,10 +214,19 @@ class FinalEvaluation:
         return text
 
 
-def final_evaluation(model, splits, train_ordering, *, num_orderings: int, orderings_seed: int,
-                     batch_size: int = 1000, chunk_size: int = 16,
-                     num_single: int = NUM_SINGLE_ORDERINGS, train_ordering_name: str = "train",
-                     profile_orderings: dict | None = None) -> FinalEvaluation:
+def final_evaluation(
+    model: DensityModel,
+    splits: Splits,
+    train_ordering: jax.Array | None,
+    *,
+    num_orderings: int,
+    orderings_seed: int,
+    batch_size: int = 1000,
+    chunk_size: int = 16,
+    num_single: int = NUM_SINGLE_ORDERINGS,
+    train_ordering_name: str = "train",
+    profile_orderings: dict[str, Any] | None = None,
+) -> FinalEvaluation:
     """The end-of-run evaluation protocol on ``splits.test``.
 
     Fixed-order models (and orderless ones with ``num_orderings`` 0): the exact test NLL
@@ -204,7 +241,8 @@ def final_evaluation(model, splits, train_ordering, *, num_orderings: int, order
     the fixed-order runs of a sweep were trained on).
     """
     metrics = {"test/baseline_nll": float(independent_baseline_nll(splits))}
-    per_ordering, curve = {}, {}
+    per_ordering: dict[str, float] = {}
+    curve: dict[int, float] = {}
     if not (model.is_orderless and num_orderings):
         profiles = position_profiles(model, splits.test, {train_ordering_name: train_ordering}, batch_size, chunk_size)
         metrics["test/nll"] = profiles[train_ordering_name]["nll"]
@@ -224,7 +262,7 @@ def final_evaluation(model, splits, train_ordering, *, num_orderings: int, order
     return FinalEvaluation(_with_bits_per_dim(metrics, splits), per_ordering, curve, profiles)
 
 
-def _with_bits_per_dim(metrics: dict, splits) -> dict:
+def _with_bits_per_dim(metrics: dict[str, float], splits: Splits) -> dict[str, float]:
     """Adds ``test/bits_per_dim`` for categorical data (pixel models are compared in bits/dim)."""
     if splits.kind == "categorical":
         metrics["test/bits_per_dim"] = float(bits_per_dim(metrics["test/nll"], splits.num_inputs))

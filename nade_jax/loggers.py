@@ -14,7 +14,10 @@ import math
 import netrc
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import wandb
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ def drop_rows_after(path: Path, step: int) -> int:
     return dropped
 
 
-def _json_ready(value):
+def _json_ready(value: Any) -> Any:
     if hasattr(value, "tolist"):
         value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
@@ -78,21 +81,24 @@ class RunLogger:
     items at the same step, so the two can be compared value for value.
     """
 
-    def __init__(self, run_dir: Path, wandb_run=None, resume_step: int = 0):
+    def __init__(self, run_dir: Path, wandb_run: wandb.Run | None = None, resume_step: int = 0) -> None:
         """``resume_step``: the step this attempt starts from; rows a killed attempt logged
         after it (and any final-evaluation rows) are dropped first, so each step appears once."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dropped = drop_rows_after(self.run_dir / "metrics.jsonl", resume_step)
         if dropped:
-            log.info("dropped %d metrics.jsonl rows logged after step %d by an interrupted attempt", dropped, resume_step)
-        self._file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+            log.info(
+                "dropped %d metrics.jsonl rows logged after step %d by an interrupted attempt", dropped, resume_step
+            )
+        # Open for the whole run (line-buffered, so a kill loses no row); close() closes it.
+        self._file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
         self.wandb_run = wandb_run
 
     def __enter__(self) -> RunLogger:
         return self
 
-    def __exit__(self, exc_type, *_) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         self.close(failed=exc_type is not None)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
@@ -121,22 +127,40 @@ class RunLogger:
         self.wandb_run.log(
             {
                 "test/per_ordering": orderings,
-                "test/per_ordering_bar": wandb.plot.bar(orderings, "ordering", "test_nll", title="Test NLL per ordering"),
+                "test/per_ordering_bar": wandb.plot.bar(
+                    orderings, "ordering", "test_nll", title="Test NLL per ordering"
+                ),
                 "test/ensemble": curve,
-                "test/ensemble_curve": wandb.plot.line(curve, "num_orderings", "test_nll", title="Ensemble test NLL vs K"),
+                "test/ensemble_curve": wandb.plot.line(
+                    curve, "num_orderings", "test_nll", title="Ensemble test NLL vs K"
+                ),
             },
             step=int(step),
         )
 
     # -- the orderings dashboard (issue 13): per-ordering NLL, per-position profiles, heat maps
-    def log_profiles(self, profiles: dict[str, dict], *, step: int, train_ordering: str, image_shape,
-                     prefix: str = "test", file_name: str | None = None) -> None:
+    def log_profiles(
+        self,
+        profiles: dict[str, dict[str, Any]],
+        *,
+        step: int,
+        train_ordering: str,
+        image_shape: tuple[int, int] | None,
+        prefix: str = "test",
+        file_name: str | None = None,
+    ) -> None:
         """Writes ``profiles.json`` (``dashboard.write_profiles``), a ``<prefix>/nll_by_ordering``
         jsonl row, and the W&B tables, line plots and heat map (``dashboard.wandb_payload``)."""
         from nade_jax import dashboard
 
-        dashboard.write_profiles(self.run_dir, profiles, step=step, train_ordering=train_ordering,
-                                 image_shape=image_shape, file_name=file_name or dashboard.PROFILES_FILE)
+        dashboard.write_profiles(
+            self.run_dir,
+            profiles,
+            step=step,
+            train_ordering=train_ordering,
+            image_shape=image_shape,
+            file_name=file_name or dashboard.PROFILES_FILE,
+        )
         record = {"step": int(step), f"{prefix}/nll_by_ordering": {n: p["nll"] for n, p in profiles.items()}}
         self._file.write(json.dumps(record) + "\n")
         if self.wandb_run is not None:
@@ -170,8 +194,19 @@ def run_id_for(run_dir: Path) -> str:
     return hashlib.sha1(str(Path(run_dir).absolute()).encode()).hexdigest()[:12]
 
 
-def start_wandb(config: dict, run_dir: Path, *, project: str, entity: str | None, group: str | None,
-                name: str | None, job_type: str | None, tags: list[str], mode: str | None, run_id: str):
+def start_wandb(
+    config: dict[str, Any] | None,
+    run_dir: Path,
+    *,
+    project: str,
+    entity: str | None,
+    group: str | None,
+    name: str | None,
+    job_type: str | None,
+    tags: list[str],
+    mode: str | None,
+    run_id: str,
+) -> wandb.Run | None:
     """Starts a W&B run, falling back to offline (no key) or to none (cannot start).
 
     ``run_id`` is stable per run dir, so a resumed run continues the same W&B run.
@@ -183,21 +218,39 @@ def start_wandb(config: dict, run_dir: Path, *, project: str, entity: str | None
         return None
     mode = mode or os.environ.get("WANDB_MODE") or ("online" if _has_api_key() else "offline")
     settings = wandb.Settings(init_timeout=30, silent=True, console="off")
-    kwargs = dict(project=project, entity=entity, group=group, name=name, job_type=job_type, tags=list(tags),
-                  config=config, dir=str(run_dir), id=run_id, resume="allow", settings=settings)
     for attempt_mode in dict.fromkeys([mode, "offline"]):
         try:
-            run = wandb.init(mode=attempt_mode, **kwargs)
-        except Exception as error:  # wandb raises many types; any failure falls back
-            log.warning("W&B: %s start failed (%s: %s); trying offline", attempt_mode, type(error).__name__,
-                        str(error).splitlines()[0] if str(error) else "")
+            run = wandb.init(
+                mode=attempt_mode,  # type: ignore[arg-type]  # any logger.mode string: W&B rejects a bad one, then offline
+                project=project,
+                entity=entity,
+                group=group,
+                name=name,
+                job_type=job_type,
+                tags=list(tags),
+                config=config,
+                dir=str(run_dir),
+                id=run_id,
+                resume="allow",
+                settings=settings,
+            )
+        except Exception as error:  # noqa: BLE001  wandb raises many types; any failure falls back
+            log.warning(
+                "W&B: %s start failed (%s: %s); trying offline",
+                attempt_mode,
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            )
             continue
         if attempt_mode == "offline":
             # Each attempt of a resumed run has its own offline dir; syncing them oldest first
             # rebuilds one continuous history under the same run id.
             attempts = sorted(Path(run.dir).parent.parent.glob(f"offline-run-*-{run_id}"))
-            log.info("W&B: logging offline to %s; upload later with `wandb sync %s`", attempts[-1] if attempts else
-                     Path(run.dir).parent, " ".join(str(a) for a in attempts) or Path(run.dir).parent)
+            log.info(
+                "W&B: logging offline to %s; upload later with `wandb sync %s`",
+                attempts[-1] if attempts else Path(run.dir).parent,
+                " ".join(str(a) for a in attempts) or Path(run.dir).parent,
+            )
         return run
     log.warning("W&B: could not start; logging to metrics.jsonl only")
     return None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import hydra.utils
+import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 SCHEDULES = ("constant", "linear_decay")
 
@@ -29,10 +32,14 @@ def momentum_warmup(momentum: float, warmup_steps: int) -> optax.Schedule:
     its first 2 epochs (``ConfigurationSchedule("momentum", [(2, 0), (inf, 0.9)])``), i.e.
     2 x epoch_size updates, then 0.9.
     """
-    return lambda count: jnp.where(count < warmup_steps, 0.0, momentum)
+
+    def schedule(count: ArrayLike) -> jax.Array:
+        return jnp.where(jnp.asarray(count) < warmup_steps, 0.0, momentum)
+
+    return schedule
 
 
-def make_optimizer(config: Mapping, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(config: Mapping[str, Any], total_steps: int) -> optax.GradientTransformation:
     """Instantiates ``config`` (``_target_`` an optax optimizer factory, ``_partial_: true``).
 
     The keys ``learning_rate``, ``schedule``, ``clip_norm`` and ``momentum_warmup_steps``
@@ -51,7 +58,8 @@ def make_optimizer(config: Mapping, total_steps: int) -> optax.GradientTransform
             raise ValueError(f"optimizer.momentum_warmup_steps must be an integer >= 0, got {warmup_steps!r}")
         if not (isinstance(momentum, (int, float)) and 0 < momentum < 1):
             raise ValueError(
-                f"optimizer.momentum_warmup_steps needs an optimizer with optimizer.momentum in (0, 1), got {momentum!r}"
+                "optimizer.momentum_warmup_steps needs an optimizer with optimizer.momentum in (0, 1), "
+                f"got {momentum!r}"
             )
         keywords = {**factory.keywords, "momentum": momentum_warmup(momentum, warmup_steps)}
         static = tuple(k for k, v in keywords.items() if isinstance(v, bool) or v is None)

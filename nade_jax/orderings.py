@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.typing import ArrayLike
 
 from nade_jax.validation import check_batch, check_ordering, check_positive_int
+
+if TYPE_CHECKING:
+    from nade_jax.models.base import DensityModel
 
 
 def identity(num_inputs: int) -> jax.Array:
@@ -40,27 +45,36 @@ def column_major(height: int, width: int) -> jax.Array:
     return jnp.arange(height * width).reshape(height, width).T.reshape(-1)
 
 
-def _check_orderings(model, x, orderings):
+def _check_orderings(model: DensityModel, x: jax.Array, orderings: ArrayLike) -> jax.Array:
     check_batch(x, model.num_inputs)
     orderings = jnp.asarray(orderings)
     check_ordering(orderings, model.num_inputs, name="orderings")
     if orderings.ndim != 2:
-        raise ValueError(
-            f"orderings must have shape (K, {model.num_inputs}), got shape {orderings.shape}"
-        )
+        raise ValueError(f"orderings must have shape (K, {model.num_inputs}), got shape {orderings.shape}")
     return orderings
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
-def _per_ordering(graphdef, state, x, orderings, chunk_size):
+def _per_ordering(
+    graphdef: nnx.GraphDef[DensityModel],
+    state: nnx.State[Any, Any],
+    x: jax.Array,
+    orderings: jax.Array,
+    chunk_size: int | None,
+) -> jax.Array:
     model = nnx.merge(graphdef, state)
-    log_prob = lambda ordering: model.log_prob(x, ordering)
+
+    def log_prob(ordering: jax.Array) -> jax.Array:
+        return model.log_prob(x, ordering)
+
     if chunk_size is None or chunk_size >= orderings.shape[0]:
         return jax.vmap(log_prob)(orderings)
     return jax.lax.map(log_prob, orderings, batch_size=chunk_size)
 
 
-def log_prob_per_ordering(model, x: jax.Array, orderings: jax.Array, chunk_size: int | None = 16) -> jax.Array:
+def log_prob_per_ordering(
+    model: DensityModel, x: ArrayLike, orderings: ArrayLike, chunk_size: int | None = 16
+) -> jax.Array:
     """Exact log p(x) under each of K orderings: (K, B), one jit-compiled call.
 
     The K orderings are vmapped ``chunk_size`` at a time (None: all at once), which bounds
@@ -70,14 +84,17 @@ def log_prob_per_ordering(model, x: jax.Array, orderings: jax.Array, chunk_size:
     default 16 was within 10 % of the fastest method at K = 1, 8 and 32
     (benchmarks/RESULTS.md).
     """
+    x = jnp.asarray(x)
     orderings = _check_orderings(model, x, orderings)
     if chunk_size is not None:
         chunk_size = check_positive_int(chunk_size, "chunk_size")
     graphdef, state = nnx.split(model)
-    return _per_ordering(graphdef, state, jnp.asarray(x), orderings, chunk_size)
+    return _per_ordering(graphdef, state, x, orderings, chunk_size)
 
 
-def ensemble_log_prob(model, x: jax.Array, orderings: jax.Array, chunk_size: int | None = 16) -> jax.Array:
+def ensemble_log_prob(
+    model: DensityModel, x: ArrayLike, orderings: ArrayLike, chunk_size: int | None = 16
+) -> jax.Array:
     """(B,) log of the mean over K orderings of p(x | ordering): logsumexp − log K."""
     per_ordering = log_prob_per_ordering(model, x, orderings, chunk_size)
     return jax.nn.logsumexp(per_ordering, axis=0) - np.log(per_ordering.shape[0])
@@ -110,7 +127,7 @@ def label(kind: str, seed: int = 0) -> str:
     return f"{kind}_s{seed}" if kind == "random" else kind
 
 
-def check_specs(specs) -> list[tuple[str, int]]:
+def check_specs(specs: Any) -> list[tuple[str, int]]:
     """[(kind, seed)] of a list of ordering configs ({kind, seed}, as in ``conf/ordering``);
     raises ``ValueError`` naming the bad entry of ``trainer.eval_orderings``."""
     if specs is not None and (isinstance(specs, (str, bytes)) or not hasattr(specs, "__iter__")):
@@ -118,8 +135,10 @@ def check_specs(specs) -> list[tuple[str, int]]:
     checked = []
     for index, spec in enumerate(specs or []):
         if not hasattr(spec, "get") or spec.get("kind") not in KINDS:
-            raise ValueError(f"trainer.eval_orderings[{index}] must be an ordering config {{kind, seed}} with kind one "
-                             f"of {list(KINDS)}, got {spec!r}")
+            raise ValueError(
+                f"trainer.eval_orderings[{index}] must be an ordering config {{kind, seed}} with kind one "
+                f"of {list(KINDS)}, got {spec!r}"
+            )
         seed = spec.get("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"trainer.eval_orderings[{index}].seed must be an integer, got {seed!r}")
@@ -127,8 +146,10 @@ def check_specs(specs) -> list[tuple[str, int]]:
     return checked
 
 
-def from_specs(specs, num_inputs: int, image_shape: tuple[int, int] | None = None) -> dict[str, jax.Array]:
+def from_specs(specs: Any, num_inputs: int, image_shape: tuple[int, int] | None = None) -> dict[str, jax.Array]:
     """{label: (D,) ordering} for a list of ordering configs ({kind, seed}), in order, without
     duplicates (``check_specs`` checks them)."""
-    return {label(kind, seed): make(kind, num_inputs, seed=seed, image_shape=image_shape)
-            for kind, seed in check_specs(specs)}
+    return {
+        label(kind, seed): make(kind, num_inputs, seed=seed, image_shape=image_shape)
+        for kind, seed in check_specs(specs)
+    }

@@ -30,8 +30,11 @@ class Collapsed(RunError):
 def _settings_key(cfg: DictConfig) -> str:
     """A hash of every defining key except ``ordering``."""
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    kept = {k: v for k, v in flat.items() if not k.startswith("ordering.")
-            and not any(k == r or k.startswith(r + ".") for r in REPORTING_KEYS)}
+    kept = {
+        k: v
+        for k, v in flat.items()
+        if not k.startswith("ordering.") and not any(k == r or k.startswith(r + ".") for r in REPORTING_KEYS)
+    }
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -52,6 +55,7 @@ def claim(cfg: DictConfig, run_dir: Path, sweep_dir: Path, job_num: int, model_n
         raise Collapsed(
             f"collapsed: {model_name} is trained over all orderings, so ordering={label} would retrain the model of "
             f"job {holder.get('job')} (ordering={holder.get('ordering')}), which is evaluated on "
-            f"trainer.eval_orderings; sweep ordering for fixed-order models only") from None
+            f"trainer.eval_orderings; sweep ordering for fixed-order models only"
+        ) from None
     with os.fdopen(descriptor, "w") as file:
         file.write(json.dumps(record))

@@ -9,26 +9,32 @@ function returns the axis range it used.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import matplotlib as mpl
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+mpl.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 # One colour per model family, in the order models first appear (colour-blind safe).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 REFERENCE_STYLE = {"independent baseline": ("#777777", "--"), "Markov chain": ("#555555", ":")}
 
 
-def _save(figure, path: Path) -> Path:
+def _save(figure: Figure, path: Path) -> Path:
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
     return Path(path)
 
 
-def nll_axis_range(values, references=(), margin: float = 0.08) -> tuple[float, float]:
+def nll_axis_range(
+    values: Iterable[float | None], references: Iterable[float | None] = (), margin: float = 0.08
+) -> tuple[float, float]:
     """(low, high) of an NLL axis covering the finite ``values`` and ``references`` with a
     margin; non-finite entries are ignored."""
     finite = [float(v) for v in list(values) + list(references) if v is not None and np.isfinite(v)]
@@ -39,8 +45,9 @@ def nll_axis_range(values, references=(), margin: float = 0.08) -> tuple[float, 
     return low - pad, high + pad
 
 
-def save_sample_grid(samples: np.ndarray, image_shape: tuple[int, int], path: Path, columns: int = 8,
-                     title: str | None = None) -> Path:
+def save_sample_grid(
+    samples: np.ndarray, image_shape: tuple[int, int], path: Path, columns: int = 8, title: str | None = None
+) -> Path:
     """Tiles samples (n, H·W) as images of ``image_shape`` into one PNG at ``path``, under
     ``title`` (e.g. model, ordering and step)."""
     samples = np.asarray(samples, np.float64)
@@ -60,7 +67,7 @@ def save_sample_grid(samples: np.ndarray, image_shape: tuple[int, int], path: Pa
     return _save(figure, path)
 
 
-def _references(axis, references: dict[str, float], vertical: bool) -> None:
+def _references(axis: Axes, references: Mapping[str, float | None], vertical: bool) -> None:
     for name, value in references.items():
         if value is None or not np.isfinite(value):
             continue
@@ -69,7 +76,9 @@ def _references(axis, references: dict[str, float], vertical: bool) -> None:
         line(value, color=colour, linestyle=style, linewidth=1.2, label=f"{name} {value:.2f}")
 
 
-def save_nll_dots(rows: list[dict], references: dict[str, float], path: Path, title: str) -> tuple[float, float]:
+def save_nll_dots(
+    rows: list[dict[str, Any]], references: Mapping[str, float | None], path: Path, title: str
+) -> tuple[float, float]:
     """Test NLL per row, in two panels sharing the rows.
 
     Left, to scale: each row's mean ± sd over seeds and each seed's dot, with the reference
@@ -82,8 +91,9 @@ def save_nll_dots(rows: list[dict], references: dict[str, float], path: Path, ti
     """
     keys = list(dict.fromkeys(r["colour_key"] for r in rows))
     colours = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(keys)}
-    figure, (scale, zoom) = plt.subplots(1, 2, figsize=(12, 0.42 * len(rows) + 1.6), sharey=True,
-                                         gridspec_kw={"width_ratios": [1, 1.15], "wspace": 0.05})
+    figure, (scale, zoom) = plt.subplots(
+        1, 2, figsize=(12, 0.42 * len(rows) + 1.6), sharey=True, gridspec_kw={"width_ratios": [1, 1.15], "wspace": 0.05}
+    )
     best = min(np.mean(r["values"]) for r in rows)
     gaps = []
     for i, row in enumerate(rows):
@@ -98,7 +108,7 @@ def save_nll_dots(rows: list[dict], references: dict[str, float], path: Path, ti
             axis.scatter(values - shift, y + jitter, s=14, color=colour, alpha=0.55, zorder=2, edgecolors="none")
         text = f"{mean:.2f} ± {sd:.2f} (n={len(values)})" if len(values) > 1 else f"{mean:.2f} (n=1)"
         zoom.annotate(text, (mean - best + sd, y), xytext=(6, 0), textcoords="offset points", va="center", fontsize=7.5)
-        gaps += list(values - best) + [mean - best + sd]
+        gaps += [*list(values - best), mean - best + sd]
     _references(scale, references, vertical=True)
     low, high = nll_axis_range([v for r in rows for v in r["values"]], references.values())
     scale.set_xlim(low, high)
@@ -119,8 +129,13 @@ def save_nll_dots(rows: list[dict], references: dict[str, float], path: Path, ti
     return low, high
 
 
-def save_fixed_vs_orderless(orderings: list[str], series: dict[str, dict[str, list[float]]],
-                            references: dict[str, float], path: Path, title: str) -> tuple[float, float]:
+def save_fixed_vs_orderless(
+    orderings: list[str],
+    series: dict[str, dict[str, list[float]]],
+    references: dict[str, float],
+    path: Path,
+    title: str,
+) -> tuple[float, float]:
     """For each ordering o (a group on the x axis), one marker per series (e.g. "NADE trained
     on o", "orderless NADE evaluated on o"): mean ± sd over seeds, with the seeds' dots.
 
@@ -138,11 +153,26 @@ def save_fixed_vs_orderless(orderings: list[str], series: dict[str, dict[str, li
                 continue
             x = i + (s - (len(series) - 1) / 2) * width
             sd = values.std(ddof=1) if len(values) > 1 else 0.0
-            axis.errorbar(x, values.mean(), yerr=sd, fmt="o", color=colour, capsize=4, markersize=7,
-                          label=name if i == min(j for j, o in enumerate(orderings) if o in by_ordering) else None)
+            axis.errorbar(
+                x,
+                values.mean(),
+                yerr=sd,
+                fmt="o",
+                color=colour,
+                capsize=4,
+                markersize=7,
+                label=name if i == min(j for j, o in enumerate(orderings) if o in by_ordering) else None,
+            )
             axis.scatter(np.full(len(values), x + 0.08), values, s=12, color=colour, alpha=0.5, edgecolors="none")
-            axis.annotate(f"{values.mean():.2f}", (x, values.mean()), xytext=(-6, 0), textcoords="offset points",
-                          ha="right", va="center", fontsize=7.5)
+            axis.annotate(
+                f"{values.mean():.2f}",
+                (x, values.mean()),
+                xytext=(-6, 0),
+                textcoords="offset points",
+                ha="right",
+                va="center",
+                fontsize=7.5,
+            )
             plotted += list(values)
     _references(axis, references, vertical=False)
     low, high = nll_axis_range(plotted, references.values())
@@ -158,8 +188,12 @@ def save_fixed_vs_orderless(orderings: list[str], series: dict[str, dict[str, li
     return low, high
 
 
-def save_ensemble_curves(curves: dict[str, tuple[list[int], list[list[float]]]], path: Path, title: str,
-                         references: dict[str, float] | None = None) -> tuple[float, float]:
+def save_ensemble_curves(
+    curves: dict[str, tuple[list[int], list[list[float]]]],
+    path: Path,
+    title: str,
+    references: dict[str, float] | None = None,
+) -> tuple[float, float]:
     """Ensemble test NLL against K (log2 axis): one line per distinct model, the mean over
     seeds, with a band from the lowest to the highest seed.
 
@@ -219,8 +253,9 @@ def save_profiles(profiles: dict[str, np.ndarray], path: Path, title: str) -> Pa
     return _save(figure, path)
 
 
-def save_heat_maps(maps: dict[str, np.ndarray], image_shape: tuple[int, int], path: Path, title: str,
-                   columns: int | None = None) -> Path:
+def save_heat_maps(
+    maps: dict[str, np.ndarray], image_shape: tuple[int, int], path: Path, title: str, columns: int | None = None
+) -> Path:
     """Pixel heat maps on one shared colour scale: the NLL of each pixel when it is
     predicted under an ordering. ``maps``: {panel title: (D,) NLL by variable}."""
     n = len(maps)
@@ -230,9 +265,10 @@ def save_heat_maps(maps: dict[str, np.ndarray], image_shape: tuple[int, int], pa
     high = float(np.nanmax(stacked)) if np.isfinite(stacked).any() else 1.0
     figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns + 0.8, 2.6 * rows + 0.5), squeeze=False)
     image = None
-    for axis, (name, values) in zip(axes.ravel(), maps.items()):
-        image = axis.imshow(np.asarray(values).reshape(image_shape), cmap="magma", vmin=0.0, vmax=high,
-                            interpolation="nearest")
+    for axis, (name, values) in zip(axes.ravel(), maps.items(), strict=False):
+        image = axis.imshow(
+            np.asarray(values).reshape(image_shape), cmap="magma", vmin=0.0, vmax=high, interpolation="nearest"
+        )
         axis.set_title(f"{name}\nΣ = {np.nansum(values):.2f} nats", fontsize=8)
         axis.set_xticks([])
         axis.set_yticks([])

@@ -10,20 +10,24 @@ Chaining runs this way is the reference DeepNADE code's layer-wise pretraining
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import jax
 from flax import nnx
 
-from nade_jax.models import OrderlessNADE
+from nade_jax.models import DensityModel, OrderlessNADE
 from nade_jax.models.layerwise import grow
 
 
-def _shapes(model) -> dict:
+def _shapes(model: DensityModel) -> dict[Any, tuple[int, ...]]:
     return {path: value[...].shape for path, value in nnx.state(model, nnx.Param).flat_state()}
 
 
-def initialise_from(model, run_dir, *, init_scale: float = 0.01, seed: int = 0):
+def initialise_from(
+    model: DensityModel, run_dir: str | os.PathLike[str], *, init_scale: float = 0.01, seed: int = 0
+) -> DensityModel:
     """Sets ``model``'s parameters from the run in ``run_dir`` (in place) and returns it.
 
     Raises ``runs.ConfigError`` when the saved model can neither be copied (same class and
@@ -36,13 +40,12 @@ def initialise_from(model, run_dir, *, init_scale: float = 0.01, seed: int = 0):
     if type(source) is type(model) and _shapes(source) == _shapes(model):
         nnx.update(model, nnx.state(source, nnx.Param))
         return model
-    growable = (
+    if not (
         isinstance(model, OrderlessNADE)
         and isinstance(source, OrderlessNADE)
         and model.hidden[:-1] == source.hidden
         and (model.output, model.activation, model.num_inputs) == (source.output, source.activation, source.num_inputs)
-    )
-    if not growable:
+    ):
         describe = lambda m: f"{type(m).__name__}" + (f" hidden={list(m.hidden)}" if hasattr(m, "hidden") else "")
         raise ConfigError(
             f"init_from={run_dir}: its {describe(source)} can initialise only the same model or an OrderlessNADE "

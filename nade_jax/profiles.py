@@ -13,22 +13,26 @@ their checked, compiled entry point and the evaluation helpers built on it.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.typing import ArrayLike
 
-from nade_jax.models.base import _check_arguments
+from nade_jax.models.base import DensityModel, _check_arguments
 from nade_jax.validation import check_ordering, check_positive_int
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
-def _terms(graphdef, state, x, ordering):
+def _terms(
+    graphdef: nnx.GraphDef[DensityModel], state: nnx.State[Any, Any], x: jax.Array, ordering: jax.Array | None
+) -> jax.Array:
     return nnx.merge(graphdef, state)._log_prob_terms(x, ordering)
 
 
-def per_position_log_prob(model, x, ordering=None) -> jax.Array:
+def per_position_log_prob(model: DensityModel, x: ArrayLike, ordering: ArrayLike | None = None) -> jax.Array:
     """(B, D) log p(x_{o_d} | x_{o_<d}) for d = 1 … D, in ordering order (column d is the
     d-th variable predicted, ``ordering[d]``); rows sum to ``model.log_prob(x, ordering)``.
 
@@ -42,19 +46,26 @@ def per_position_log_prob(model, x, ordering=None) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "chunk_size"))
-def _batch_profiles(graphdef, state, x, orderings, chunk_size):
+def _batch_profiles(
+    graphdef: nnx.GraphDef[DensityModel],
+    state: nnx.State[Any, Any],
+    x: jax.Array,
+    orderings: jax.Array,
+    chunk_size: int,
+) -> tuple[jax.Array, jax.Array]:
     """(K, B) log p and (K, D) Σ over the batch of the per-position terms."""
     model = nnx.merge(graphdef, state)
 
-    def one(ordering):
+    def one(ordering: jax.Array) -> tuple[jax.Array, jax.Array]:
         terms = model._log_prob_terms(x, ordering)  # (B, D)
         return terms.sum(axis=1), terms.sum(axis=0)
 
     return jax.lax.map(one, orderings, batch_size=min(chunk_size, orderings.shape[0]))
 
 
-def ordering_profiles(model, x: np.ndarray, orderings, batch_size: int = 1000,
-                      chunk_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def ordering_profiles(
+    model: DensityModel, x: np.ndarray, orderings: ArrayLike, batch_size: int = 1000, chunk_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact log p(x) and the mean per-position NLL under each of K orderings, one pass.
 
     Args:
@@ -74,17 +85,18 @@ def ordering_profiles(model, x: np.ndarray, orderings, batch_size: int = 1000,
     graphdef, state = nnx.split(model)
     log_p, sums = [], np.zeros(orderings.shape, np.float64)
     for start in range(0, len(x), batch_size):
-        batch_log_p, batch_sums = _batch_profiles(graphdef, state, jnp.asarray(x[start : start + batch_size]),
-                                                  orderings, chunk_size)
+        batch_log_p, batch_sums = _batch_profiles(
+            graphdef, state, jnp.asarray(x[start : start + batch_size]), orderings, chunk_size
+        )
         log_p.append(np.asarray(batch_log_p, np.float64))
         sums += np.asarray(batch_sums, np.float64)
     return np.concatenate(log_p, axis=1), -sums / len(x)
 
 
-def pixel_map(profile, ordering) -> np.ndarray:
+def pixel_map(profile: ArrayLike, ordering: ArrayLike) -> np.ndarray:
     """(D,) a profile (D,) in ordering order moved to variable order: entry i is the NLL of
     variable i when it is predicted under ``ordering``. Reshape to the image for a heat map."""
-    profile, ordering = np.asarray(profile), np.asarray(ordering)
-    by_variable = np.empty_like(profile)
-    by_variable[ordering] = profile
+    values, order = np.asarray(profile), np.asarray(ordering)
+    by_variable = np.empty_like(values)
+    by_variable[order] = values
     return by_variable

@@ -6,6 +6,11 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nade_jax.report import Run
+
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1180px;
@@ -31,34 +36,43 @@ def _image(path: Path) -> str:
     return f'<img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
 
 
-def _fmt(value, digits: int = 3) -> str:
+def _fmt(value: object, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) and value == value else "–"
 
 
-def render_html(root: Path, runs, problems, sections, out: Path) -> str:
+def render_html(root: Path, runs: list[Run], problems: list[Run], sections: list[dict[str, Any]], out: Path) -> str:
     esc = html.escape
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Orderings report: {esc(str(root))}"
-             f"</title><style>{STYLE}</style></head><body>",
-             f"<h1>Orderings report</h1><div class=\"meta\">{esc(str(root))}: {len(runs)} run dirs, "
-             f"{len(runs) - len(problems)} finished and plotted, {len(problems)} left out"
-             f"{' (listed at the end)' if problems else ''}. Test NLL in nats per example, lower is better.</div>"]
+    parts = [
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Orderings report: {esc(str(root))}'
+        f"</title><style>{STYLE}</style></head><body>",
+        f'<h1>Orderings report</h1><div class="meta">{esc(str(root))}: {len(runs)} run dirs, '
+        f"{len(runs) - len(problems)} finished and plotted, {len(problems)} left out"
+        f"{' (listed at the end)' if problems else ''}. Test NLL in nats per example, lower is better.</div>",
+    ]
     for section in sections:
         parts.append(f"<h2>{esc(section['data'])}</h2>")
         if section["findings"]:
-            parts.append("<ul class=\"findings\">" + "".join(f"<li>{esc(f)}</li>" for f in section["findings"]) + "</ul>")
-        parts.append("<table><tr><th>model · ordering</th><th>test NLL mean ± sd</th><th>seeds</th><th>per seed</th></tr>")
-        for row in section["rows"]:
-            parts.append(f"<tr><td>{esc(row['label'])}</td><td class=\"num\">{_fmt(row['mean'])} ± {_fmt(row['sd'])}</td>"
-                         f"<td class=\"num\">{len(row['values'])}</td><td class=\"num\">"
-                         + ", ".join(_fmt(v) for v in row["values"]) + "</td></tr>")
+            parts.append('<ul class="findings">' + "".join(f"<li>{esc(f)}</li>" for f in section["findings"]) + "</ul>")
+        parts.append(
+            "<table><tr><th>model · ordering</th><th>test NLL mean ± sd</th><th>seeds</th><th>per seed</th></tr>"
+        )
+        parts.extend(
+            f'<tr><td>{esc(row["label"])}</td><td class="num">{_fmt(row["mean"])} ± {_fmt(row["sd"])}</td>'
+            f'<td class="num">{len(row["values"])}</td><td class="num">'
+            + ", ".join(_fmt(v) for v in row["values"])
+            + "</td></tr>"
+            for row in section["rows"]
+        )
         for name, value in section["refs"].items():
-            parts.append(f"<tr class=\"ref\"><td>{esc(name)} (reference)</td><td class=\"num\">{_fmt(value)}</td>"
-                         f"<td></td><td></td></tr>")
+            parts.append(
+                f'<tr class="ref"><td>{esc(name)} (reference)</td><td class="num">{_fmt(value)}</td>'
+                f"<td></td><td></td></tr>"
+            )
         parts.append("</table>")
         for title, path, caption in section["figures"]:
             parts.append(f"<h3>{esc(title)}</h3><figure>{_image(path)}<figcaption>{esc(caption)}</figcaption></figure>")
         if section.get("samples"):
-            parts.append("<h3>Samples</h3><div class=\"samples\">")
+            parts.append('<h3>Samples</h3><div class="samples">')
             for caption, path in section["samples"]:
                 parts.append(f"<figure>{_image(path)}<figcaption>{esc(caption)}</figcaption></figure>")
             parts.append("</div>")
@@ -66,8 +80,10 @@ def render_html(root: Path, runs, problems, sections, out: Path) -> str:
         parts.append("<h2>Runs left out of the figures</h2><table><tr><th>run</th><th>status</th><th>reason</th></tr>")
         for run in problems:
             css = "skipped" if run.status == "skipped" else "bad"
-            parts.append(f"<tr class=\"{css}\"><td>{esc(run.dir.name)}</td><td>{esc(run.status)}</td>"
-                         f"<td>{esc(run.reason or '')}</td></tr>")
+            parts.append(
+                f'<tr class="{css}"><td>{esc(run.dir.name)}</td><td>{esc(run.status)}</td>'
+                f"<td>{esc(run.reason or '')}</td></tr>"
+            )
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)

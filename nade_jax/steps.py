@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +34,15 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.typing import ArrayLike
 
 from nade_jax import distributed
+
+if TYPE_CHECKING:
+    from nade_jax.models.base import DensityModel
+
+# step(params, opt_state, batch (B, D), key, ordering (D,)) -> (params, opt_state, loss)
+TrainStep = Callable[..., tuple[Any, Any, jax.Array]]
 
 DATA_AXIS = "data"
 
@@ -66,25 +75,27 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def shard_batch(batch, mesh: Mesh) -> jax.Array:
+def shard_batch(batch: np.ndarray | jax.Array, mesh: Mesh) -> jax.Array:
     """Places a (B, D) batch with its rows split over the mesh; B must divide evenly."""
     if batch.shape[0] % mesh.size:
         raise ValueError(f"batch size {batch.shape[0]} must be a multiple of the {mesh.size} devices")
     return jax.device_put(batch, batch_sharding(mesh))
 
 
-def replicate(tree, mesh: Mesh):
+def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places every array of ``tree`` (parameters, optimizer state) on all mesh devices."""
     return jax.device_put(tree, replicated(mesh))
 
 
-def _takes_rows(model: nnx.Module) -> bool:
+def _takes_rows(model: DensityModel) -> bool:
     """Whether the model's ``loss`` takes ``rows`` (the global batch indices of its rows):
     models that draw per-example randomness do."""
     return "rows" in inspect.signature(type(model).loss).parameters
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, mesh: Mesh | None = None):
+def make_train_step(
+    graphdef: nnx.GraphDef[DensityModel], tx: optax.GradientTransformation, mesh: Mesh | None = None
+) -> TrainStep:
     """Returns ``step(params, opt_state, batch, key, ordering (D,)) -> (params, opt_state, loss)``.
 
     ``batch`` holds this process's rows of the global (B, D) batch (all B rows in a
@@ -104,11 +115,13 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, me
     """
     mesh = make_mesh(1) if mesh is None else mesh
 
-    def local_step(params, opt_state, batch, key, ordering):
+    def local_step(
+        params: optax.Params, opt_state: optax.OptState, batch: jax.Array, key: jax.Array | None, ordering: jax.Array
+    ) -> tuple[optax.Params, optax.OptState, jax.Array]:
         local_rows = batch.shape[0]
         rows = jax.lax.axis_index(DATA_AXIS) * local_rows + jnp.arange(local_rows)  # indices in the global batch
 
-        def loss_fn(p):
+        def loss_fn(p: optax.Params) -> jax.Array:
             model = nnx.merge(graphdef, p)
             return model.loss(batch, key, ordering, **({"rows": rows} if _takes_rows(model) else {}))
 
@@ -135,20 +148,23 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, me
     )
     blocks = mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
 
-    def global_step(params, opt_state, batch, key, ordering):
+    def global_step(
+        params: optax.Params, opt_state: optax.OptState, batch: jax.Array, key: jax.Array | None, ordering: jax.Array
+    ) -> tuple[optax.Params, optax.OptState, jax.Array]:
         if distributed.process_count() > 1:  # this process's values -> global arrays
-            params, opt_state, key, ordering = distributed.to_global((params, opt_state, key, ordering),
-                                                                     replicated(mesh))
+            params, opt_state, key, ordering = distributed.to_global(
+                (params, opt_state, key, ordering), replicated(mesh)
+            )
             batch = distributed.to_global(batch, batch_sharding(mesh))
         outputs = step(params, opt_state, batch, key, ordering)
         return jax.block_until_ready(outputs) if blocks else outputs
 
-    global_step.lower = step.lower  # for ahead-of-time compilation and memory analysis
+    global_step.lower = step.lower  # type: ignore[attr-defined]  # for ahead-of-time compilation and memory analysis
     return global_step
 
 
 @functools.cache
-def make_log_prob_fn(graphdef: nnx.GraphDef):
+def make_log_prob_fn(graphdef: nnx.GraphDef[DensityModel]) -> Callable[[Any, ArrayLike, jax.Array], jax.Array]:
     """Returns jitted ``log_prob(params, x (B, D), ordering (D,)) -> (B,)``, one per graphdef,
     so repeated evaluations of the same model reuse its compilation."""
     return jax.jit(lambda params, x, ordering: nnx.merge(graphdef, params).log_prob(x, ordering))

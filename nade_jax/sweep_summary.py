@@ -12,12 +12,13 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 
-def read_jobs(sweep_dir: Path) -> list[dict]:
+def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """The recorded outcomes of a sweep's jobs, by job number."""
     records = []
     for path in sorted((Path(sweep_dir) / ".jobs").glob("*.json")):
@@ -28,11 +29,14 @@ def read_jobs(sweep_dir: Path) -> list[dict]:
     return sorted(records, key=lambda r: int(r["job"]) if str(r["job"]).isdigit() else -1)
 
 
-def summary_lines(records: list[dict]) -> list[str]:
+def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     failed = [r for r in records if r["status"] not in ("finished", "skipped")]
     skipped = [r for r in records if r["status"] == "skipped"]  # collapsed orderless jobs (orderless_sweeps)
-    lines = [f"multirun: {len(records) - len(failed) - len(skipped)} finished, "
-             + (f"{len(skipped)} collapsed, " if skipped else "") + f"{len(failed)} failed (of {len(records)} jobs)"]
+    lines = [
+        f"multirun: {len(records) - len(failed) - len(skipped)} finished, "
+        + (f"{len(skipped)} collapsed, " if skipped else "")
+        + f"{len(failed)} failed (of {len(records)} jobs)"
+    ]
     lines += [f"  {r['status']}: job {r['job']} in {r['dir']}: {r['reason']}" for r in failed]
     return lines
 
@@ -40,11 +44,11 @@ def summary_lines(records: list[dict]) -> list[str]:
 class SweepSummary(Callback):
     """``hydra.callbacks.sweep_summary`` in conf/config.yaml."""
 
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A sweep dir may be reused: only this multirun's jobs count.
         shutil.rmtree(Path(config.hydra.sweep.dir) / ".jobs", ignore_errors=True)
 
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         records = read_jobs(Path(config.hydra.sweep.dir))
         if not records:
             return

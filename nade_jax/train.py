@@ -7,10 +7,13 @@ Run plumbing (config checks, model building, the train state, status.json) lives
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 import jax
@@ -23,9 +26,12 @@ from tqdm.auto import tqdm
 
 from nade_jax import CONFIG_DIR, distributed, evaluate, orderings, pretrain, runs, steps
 from nade_jax.checkpoint import Checkpointer
+from nade_jax.data import Splits
 from nade_jax.data.preprocess import bernoulli_sample, dynamic_binarize
 from nade_jax.loggers import RunLogger, run_id_for, start_wandb
-from nade_jax.runs import ConfigError, Diverged, RunError, TrainState, TrainingPlan
+from nade_jax.models import DensityModel
+from nade_jax.runs import ConfigError, Diverged, RunError, TrainingPlan, TrainState
+from nade_jax.versions import library_versions, record_versions
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,7 @@ def batch_indices(step: int, plan: TrainingPlan, num_train: int, seed: int) -> n
 _dynamic_binarize = jax.jit(dynamic_binarize)
 
 
-def _all_finite(tree) -> bool:
+def _all_finite(tree: Any) -> bool:
     return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
 
 
@@ -59,17 +65,22 @@ def divergence_reason(val_nll: float, state: TrainState, baseline: float, rule: 
         return f"validation NLL became {val_nll}", int(state.evals_far_above)
     best = state.best_val_nll
     if rule.get("max_rise") is not None and math.isfinite(best) and val_nll - best > rule.max_rise * scale:
-        return (f"validation NLL {val_nll:.4g} rose more than {rule.max_rise:g} x |baseline| above the best "
-                f"{best:.4g}", int(state.evals_far_above))
+        return (
+            f"validation NLL {val_nll:.4g} rose more than {rule.max_rise:g} x |baseline| above the best {best:.4g}",
+            int(state.evals_far_above),
+        )
     far = rule.get("max_excess") is not None and val_nll > baseline + rule.max_excess * scale
     count = int(state.evals_far_above) + 1 if far else 0
     if far and count >= rule.get("patience", 1):
-        return (f"validation NLL {val_nll:.4g} stayed above baseline {baseline:.4g} + {rule.max_excess:g} x "
-                f"|baseline| for {count} evaluations", count)
+        return (
+            f"validation NLL {val_nll:.4g} stayed above baseline {baseline:.4g} + {rule.max_excess:g} x "
+            f"|baseline| for {count} evaluations",
+            count,
+        )
     return None, count
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Runs (or resumes) one training job in ``run_dir``; returns the final metrics.
 
     Refuses, before writing anything, bad config values and a run dir that holds a
@@ -84,29 +95,40 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError(str(error)) from None
     runs.check_rerun(cfg, run_dir)
     status = runs.read_status(run_dir)
-    if status and (status.get("status") == "diverged" or
-                   status.get("status") == "finished" and (run_dir / "summary.json").exists()):
+    if status and (
+        status.get("status") == "diverged"
+        or (status.get("status") == "finished" and (run_dir / "summary.json").exists())
+    ):
         return report_finished_run(run_dir, status)
 
     try:
         splits = runs.load_data(cfg.data)
         plan = runs.plan_training(cfg.trainer, len(splits.train))
         model = runs.build_model(cfg, splits)
-        model.init_from_data(bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
-                             if splits.dynamic_binarization else splits.train)
+        model.init_from_data(
+            bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
+            if splits.dynamic_binarization
+            else splits.train
+        )
         if cfg.get("init_from"):  # warm start, or layer-wise pretraining (one more hidden layer)
-            model = pretrain.initialise_from(model, cfg.init_from, init_scale=cfg.model.get("init_scale") or 0.01,
-                                             seed=cfg.seed)
+            model = pretrain.initialise_from(
+                model, cfg.init_from, init_scale=cfg.model.get("init_scale") or 0.01, seed=cfg.seed
+            )
         train_ordering = runs.make_ordering(cfg, splits)
         graphdef, params = nnx.split(model)
         tx = runs.make_checked_optimizer(cfg.optimizer, plan.total_steps, params)
         multiprocess = distributed.process_count() > 1
         mesh = None if cfg.trainer.devices == 1 and not multiprocess else steps.make_mesh(cfg.trainer.devices)
         if mesh is not None and plan.batch_size % mesh.size:
-            raise ConfigError(f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}")
+            raise ConfigError(
+                f"trainer.batch_size must be a multiple of the {mesh.size} devices, got {plan.batch_size}"
+            )
         # [distributed] this process's rows of every global batch (all of them in one process)
-        rows = np.arange(plan.batch_size) if mesh is None else distributed.process_rows(steps.batch_sharding(mesh),
-                                                                                          plan.batch_size)
+        rows = (
+            np.arange(plan.batch_size)
+            if mesh is None
+            else distributed.process_rows(steps.batch_sharding(mesh), plan.batch_size)
+        )
     except ConfigError:
         raise
     except ValueError as error:  # the library's own argument checks name the argument
@@ -122,7 +144,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         with Checkpointer(run_dir / "checkpoints", cfg.trainer.keep_checkpoints) as checkpointer:
             state = TrainState.create(params, tx, cfg.seed, cfg.trainer.patience)
-            if multiprocess:  # [distributed] orbax saves and restores global arrays only
+            if multiprocess and mesh is not None:  # [distributed] orbax saves and restores global arrays only
                 state = distributed.to_global(state, steps.replicated(mesh))
             resumed_from, restored = checkpointer.restore_newest(runs.abstract(state))
             if restored is not None:
@@ -131,15 +153,35 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             with open_logger(cfg, run_dir, resume_step=int(state.step)) as logger:
                 # Orderless models: the masked-objective estimate (evaluate.validation_nll).
                 validation_nll = lambda params: evaluate.validation_nll(
-                    nnx.merge(graphdef, distributed.local_copy(params)), splits.val, train_ordering,
-                    cfg.trainer.eval_batch_size)
+                    nnx.merge(graphdef, distributed.local_copy(params)),
+                    splits.val,
+                    train_ordering,
+                    cfg.trainer.eval_batch_size,
+                )
                 on_evaluation = progress_samples(cfg, graphdef, splits, train_ordering, run_dir, logger)
-                state = training_loop(cfg, plan, splits, state, train_step, validation_nll, baseline_val,
-                                      train_ordering, checkpointer, logger, on_evaluation, rows)
+                state = training_loop(
+                    cfg,
+                    plan,
+                    splits,
+                    state,
+                    train_step,
+                    validation_nll,
+                    baseline_val,
+                    train_ordering,
+                    checkpointer,
+                    logger,
+                    on_evaluation,
+                    rows,
+                )
                 best_model = nnx.merge(graphdef, distributed.local_copy(state.best_params))
                 metrics = report_final(cfg, best_model, splits, train_ordering, run_dir, logger, int(state.step))
-                metrics.update({"val/best_nll": state.best_val_nll, "train/steps": int(state.step),
-                                "train/stopped_early": bool(state.early_stopping.should_stop)})
+                metrics.update(
+                    {
+                        "val/best_nll": state.best_val_nll,
+                        "train/steps": int(state.step),
+                        "train/stopped_early": bool(state.early_stopping.should_stop),
+                    }
+                )
                 logger.summary(metrics)
     except RunError as error:
         runs.write_status(run_dir, error.status, reason=str(error))
@@ -151,24 +193,51 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     return metrics
 
 
-def progress_samples(cfg, graphdef, splits, train_ordering, run_dir: Path, logger: RunLogger):
+def progress_samples(
+    cfg: DictConfig,
+    graphdef: nnx.GraphDef[DensityModel],
+    splits: Splits,
+    train_ordering: jax.Array,
+    run_dir: Path,
+    logger: RunLogger,
+) -> Callable[[Any, int], None] | None:
     """The hook that logs a sample grid every ``trainer.samples_every_evals`` evaluations
     (``train/samples``, ``samples/step_<N>.png``), or None when off or the data are not images."""
     every = cfg.trainer.get("samples_every_evals")
-    if not every or not cfg.trainer.num_samples or splits.image_shape is None or not distributed.is_main():
+    if not every or not cfg.trainer.num_samples or not distributed.is_main():  # every Splits has an image_shape
         return None
 
-    def on_evaluation(params, step: int) -> None:
+    def on_evaluation(params: Any, step: int) -> None:
         if (step // cfg.trainer.eval_every) % every == 0:
             (run_dir / "samples").mkdir(exist_ok=True)
-            log_sample_grid(cfg, nnx.merge(graphdef, distributed.local_copy(params)), splits, train_ordering,
-                            run_dir / "samples" / f"step_{step}.png", logger, "train/samples", step)
+            log_sample_grid(
+                cfg,
+                nnx.merge(graphdef, distributed.local_copy(params)),
+                splits,
+                train_ordering,
+                run_dir / "samples" / f"step_{step}.png",
+                logger,
+                "train/samples",
+                step,
+            )
 
     return on_evaluation
 
 
-def training_loop(cfg, plan, splits, state: TrainState, train_step, validation_nll, baseline_val, train_ordering,
-                  checkpointer, logger, on_evaluation=None, rows=None) -> TrainState:
+def training_loop(
+    cfg: DictConfig,
+    plan: TrainingPlan,
+    splits: Splits,
+    state: TrainState,
+    train_step: steps.TrainStep,
+    validation_nll: Callable[[Any], float],
+    baseline_val: float,
+    train_ordering: jax.Array,
+    checkpointer: Checkpointer,
+    logger: RunLogger,
+    on_evaluation: Callable[[Any, int], None] | None = None,
+    rows: np.ndarray | None = None,
+) -> TrainState:
     """Steps from ``state.step`` to the end, early stopping or divergence; checkpoints as it goes.
 
     ``rows``: the indices of this process's rows in each global batch (None: all of them).
@@ -182,8 +251,13 @@ def training_loop(cfg, plan, splits, state: TrainState, train_step, validation_n
     start = int(state.step)
     if state.early_stopping.should_stop:
         return state
-    progress = tqdm(total=plan.total_steps, initial=start, desc="train", dynamic_ncols=True,
-                    disable=not (trainer.progress and sys.stderr.isatty() and sys.stdout.isatty()))
+    progress = tqdm(
+        total=plan.total_steps,
+        initial=start,
+        desc="train",
+        dynamic_ncols=True,
+        disable=not (trainer.progress and sys.stderr.isatty() and sys.stdout.isatty()),
+    )
     params, opt_state = state.params, state.opt_state
     with progress:
         for step in range(start, plan.total_steps):
@@ -196,9 +270,11 @@ def training_loop(cfg, plan, splits, state: TrainState, train_step, validation_n
             loss_value = float(loss)  # one sync per step: a NaN stops the run within one step
             if not math.isfinite(loss_value):
                 checkpointer.manager.wait_until_finished()
-                raise Diverged(f"training loss became {loss_value} at step {done}; stopped. The best parameters "
-                               f"so far are kept in {checkpointer.directory}; lower optimizer.learning_rate or set "
-                               f"optimizer.clip_norm")
+                raise Diverged(
+                    f"training loss became {loss_value} at step {done}; stopped. The best parameters "
+                    f"so far are kept in {checkpointer.directory}; lower optimizer.learning_rate or set "
+                    f"optimizer.clip_norm"
+                )
             progress.update(1)
             state = state.replace(step=jnp.asarray(done), params=params, opt_state=opt_state)
             if done % trainer.log_every == 0:
@@ -211,8 +287,11 @@ def training_loop(cfg, plan, splits, state: TrainState, train_step, validation_n
                 diverged, far_count = divergence_reason(val, state, baseline_val, trainer.divergence)
                 stopping = state.early_stopping.update(val) if math.isfinite(val) else state.early_stopping
                 best_params = jax.tree.map(jnp.copy, params) if stopping.has_improved else state.best_params
-                state = state.replace(early_stopping=runs.as_arrays(stopping), best_params=best_params,
-                                      evals_far_above=jnp.asarray(far_count))
+                state = state.replace(
+                    early_stopping=runs.as_arrays(stopping),
+                    best_params=best_params,
+                    evals_far_above=jnp.asarray(far_count),
+                )
                 logger.log({"val/nll": val, "val/best_nll": state.best_val_nll}, done)
                 if on_evaluation is not None and math.isfinite(val):
                     on_evaluation(params, done)
@@ -221,58 +300,94 @@ def training_loop(cfg, plan, splits, state: TrainState, train_step, validation_n
                 checkpointer.save(done, state)
             if diverged:
                 checkpointer.manager.wait_until_finished()
-                raise Diverged(f"{diverged} at step {done}: the run diverged and was stopped. Its best parameters "
-                               f"(val NLL {state.best_val_nll:.4g}) are kept in {checkpointer.directory}; lower "
-                               f"optimizer.learning_rate, set optimizer.clip_norm, or loosen trainer.divergence")
+                raise Diverged(
+                    f"{diverged} at step {done}: the run diverged and was stopped. Its best parameters "
+                    f"(val NLL {state.best_val_nll:.4g}) are kept in {checkpointer.directory}; lower "
+                    f"optimizer.learning_rate, set optimizer.clip_norm, or loosen trainer.divergence"
+                )
             if stop:
-                log.info("early stopping at step %d: no validation improvement in %s evaluations", done, trainer.patience)
+                log.info(
+                    "early stopping at step %d: no validation improvement in %s evaluations", done, trainer.patience
+                )
                 break
     return state
 
 
-def report_final(cfg, model, splits, train_ordering, run_dir: Path, logger: RunLogger, step: int) -> dict:
+def report_final(
+    cfg: DictConfig,
+    model: DensityModel,
+    splits: Splits,
+    train_ordering: jax.Array,
+    run_dir: Path,
+    logger: RunLogger,
+    step: int,
+) -> dict[str, float]:
     """Runs the final evaluation on the best parameters and logs it, with a sample grid."""
     num_orderings = cfg.trainer.num_eval_orderings if model.is_orderless else 0
     ordering_name = orderings.label(cfg.ordering.kind, cfg.ordering.get("seed", 0))
     # Orderless models are also evaluated (with profiles) on trainer.eval_orderings: the orderings
     # the fixed-order runs of a sweep were trained on.
-    named = orderings.from_specs(cfg.trainer.get("eval_orderings"), splits.num_inputs, splits.image_shape) \
-        if model.is_orderless else {}
-    result = evaluate.final_evaluation(model, splits, train_ordering, num_orderings=num_orderings or 0,
-                                       orderings_seed=cfg.trainer.eval_orderings_seed,
-                                       batch_size=cfg.trainer.eval_batch_size,
-                                       train_ordering_name=ordering_name, profile_orderings=named)
+    named = (
+        orderings.from_specs(cfg.trainer.get("eval_orderings"), splits.num_inputs, splits.image_shape)
+        if model.is_orderless
+        else {}
+    )
+    result = evaluate.final_evaluation(
+        model,
+        splits,
+        train_ordering,
+        num_orderings=num_orderings or 0,
+        orderings_seed=cfg.trainer.eval_orderings_seed,
+        batch_size=cfg.trainer.eval_batch_size,
+        train_ordering_name=ordering_name,
+        profile_orderings=named,
+    )
     logger.log(dict(result.metrics), step)
     if result.per_ordering:
         logger.log_ordering_table(result.per_ordering, result.ensemble_curve, step)
     logger.log_profiles(result.profiles, step=step, train_ordering=ordering_name, image_shape=splits.image_shape)
-    if cfg.trainer.num_samples and splits.image_shape is not None and distributed.is_main():
+    if cfg.trainer.num_samples and distributed.is_main():
         log_sample_grid(cfg, model, splits, train_ordering, run_dir / "samples.png", logger, "samples", step)
     log.info(result.line())
     return dict(result.metrics)
 
 
-def log_sample_grid(cfg, model, splits, ordering, path: Path, logger: RunLogger, name: str, step: int) -> None:
+def log_sample_grid(
+    cfg: DictConfig,
+    model: DensityModel,
+    splits: Splits,
+    ordering: jax.Array | None,
+    path: Path,
+    logger: RunLogger,
+    name: str,
+    step: int,
+) -> None:
     """A sample grid titled with the model, the ordering and the step, saved and logged."""
     from nade_jax.plots import save_sample_grid
 
     samples = model.sample(jax.random.key(cfg.seed + 1), cfg.trainer.num_samples, ordering)
     model_name = _choices().get("model") or type(model).__name__
-    title = f"{model_name} · ordering {orderings.label(cfg.ordering.kind, cfg.ordering.get('seed', 0))}" \
-            f"{' (validation)' if model.is_orderless else ''} · seed {cfg.seed} · step {step}"
+    title = (
+        f"{model_name} · ordering {orderings.label(cfg.ordering.kind, cfg.ordering.get('seed', 0))}"
+        f"{' (validation)' if model.is_orderless else ''} · seed {cfg.seed} · step {step}"
+    )
     logger.log_image(name, save_sample_grid(np.asarray(samples), splits.image_shape, path, title=title), step)
 
 
-def report_finished_run(run_dir: Path, status: dict) -> dict:
+def report_finished_run(run_dir: Path, status: dict[str, Any]) -> dict[str, Any]:
     """A rerun of a finished (or diverged) run: says so, trains and logs nothing."""
-    import json
-
     if status["status"] == "diverged":
         raise Diverged(f"the run in {run_dir} diverged earlier and is not resumed ({status.get('reason')})")
     metrics = json.loads((run_dir / "summary.json").read_text())
-    log.info("the run in %s already finished at step %s: test NLL %.3f nats (independent baseline %.3f); nothing "
-             "to do. To evaluate it again: nade-eval run_dir=%s", run_dir, metrics.get("train/steps"),
-             metrics.get("test/nll", float("nan")), metrics.get("test/baseline_nll", float("nan")), run_dir)
+    log.info(
+        "the run in %s already finished at step %s: test NLL %.3f nats (independent baseline %.3f); nothing "
+        "to do. To evaluate it again: nade-eval run_dir=%s",
+        run_dir,
+        metrics.get("train/steps"),
+        metrics.get("test/nll", float("nan")),
+        metrics.get("test/baseline_nll", float("nan")),
+        run_dir,
+    )
     return metrics
 
 
@@ -287,6 +402,7 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").exists():
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    record_versions(run_dir)
     try:
         hydra_cfg = HydraConfig.get()
     except ValueError:  # called outside a Hydra app
@@ -308,8 +424,13 @@ def collapse_orderless_sweep(cfg: DictConfig, run_dir: Path) -> None:
     from nade_jax import orderless_sweeps
 
     hydra_cfg = HydraConfig.get()
-    orderless_sweeps.claim(cfg, run_dir, Path(hydra_cfg.sweep.dir), hydra_cfg.job.num,
-                           _choices().get("model") or cfg.model._target_.rsplit(".", 1)[-1])
+    orderless_sweeps.claim(
+        cfg,
+        run_dir,
+        Path(hydra_cfg.sweep.dir),
+        hydra_cfg.job.num,
+        _choices().get("model") or cfg.model._target_.rsplit(".", 1)[-1],
+    )
 
 
 def _choices() -> dict[str, str]:
@@ -332,20 +453,29 @@ def _sweep_name() -> str | None:
 def open_logger(cfg: DictConfig, run_dir: Path, resume_step: int) -> RunLogger:
     """metrics.jsonl, plus W&B when ``logger.kind=wandb`` (same run id on every attempt)."""
     if not distributed.is_main():  # [distributed] process 0 logs for all
-        return distributed.SilentLogger()
+        return distributed.SilentLogger()  # type: ignore[return-value]  # duck-types RunLogger: every call a no-op
     wandb_run = None
     if cfg.logger.kind == "wandb":
         choices = _choices()
         names = {group: choices.get(group, "custom") for group in ("model", "data", "ordering", "optimizer")}
         names["ordering"] = orderings.label(cfg.ordering.kind, cfg.ordering.get("seed", 0))
         group = cfg.logger.group or cfg.get("experiment_name") or _sweep_name()
-        config = OmegaConf.to_container(cfg, resolve=True)
+        # A DictConfig's container is a dict with str keys; the library versions go beside it.
+        config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+        config["versions"] = library_versions()
         config["ordering"]["name"] = names["ordering"]  # group and filter W&B runs by ordering.name (or kind, seed)
         wandb_run = start_wandb(
-            config, run_dir, project=cfg.logger.project,
-            entity=cfg.logger.entity, group=group, name=f"{names['model']}/{names['ordering']}/seed{cfg.seed}",
-            job_type=names["model"], tags=[names["data"], names["ordering"], names["model"]],
-            mode=cfg.logger.mode, run_id=run_id_for(run_dir))
+            config,
+            run_dir,
+            project=cfg.logger.project,
+            entity=cfg.logger.entity,
+            group=group,
+            name=f"{names['model']}/{names['ordering']}/seed{cfg.seed}",
+            job_type=names["model"],
+            tags=[names["data"], names["ordering"], names["model"]],
+            mode=cfg.logger.mode,
+            run_id=run_id_for(run_dir),
+        )
     return RunLogger(run_dir, wandb_run, resume_step=resume_step)
 
 
@@ -376,7 +506,9 @@ def _app(cfg: DictConfig) -> float:
         runs.record_job(hydra_cfg, run_dir, "finished", None)
         return float(metrics.get("val/best_nll", float("nan")))
     status, reason = failure
-    (log.info if status == "skipped" else log.error)("nade-train: %s%s", "" if status == "skipped" else "error: ", reason)
+    (log.info if status == "skipped" else log.error)(
+        "nade-train: %s%s", "" if status == "skipped" else "error: ", reason
+    )
     if runs.read_status(run_dir) is None and not (run_dir / "config.yaml").exists():
         runs.write_status(run_dir, status, reason=reason)  # a fresh dir: record why nothing ran
     runs.record_job(hydra_cfg, run_dir, status, reason)
@@ -396,7 +528,8 @@ def multirun_flag(argv: list[str]) -> list[str]:
         group = key.lstrip("+")
         path = Path(CONFIG_DIR) / group / f"{value}.yaml"
         if group in ("experiment", "hparams_search") and path.is_file():
-            declared = OmegaConf.load(path).get("hydra", {}).get("mode")
+            loaded = OmegaConf.load(path)
+            declared = loaded.get("hydra", {}).get("mode") if isinstance(loaded, DictConfig) else None
             if declared == "MULTIRUN":
                 return ["-m", *argv]
     return argv

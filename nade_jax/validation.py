@@ -7,44 +7,48 @@ skipped (shape checks excepted) when called under ``jax.jit`` tracing.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import TypeVar
+
 import jax
 import numpy as np
+from jax.typing import ArrayLike
+
+_Shaped = TypeVar("_Shaped", bound=np.ndarray | jax.Array)
 
 
-def is_concrete(value) -> bool:
+def is_concrete(value: object) -> bool:
     """True when ``value`` holds data (numpy or a committed jax array), not a tracer."""
     return not isinstance(value, jax.core.Tracer)
 
 
-def check_positive_int(value, name: str) -> int:
+def check_positive_int(value: object, name: str) -> int:
     """Returns ``value`` as int, or raises if it is not an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 
 
-def check_choice(value, name: str, allowed) -> str:
+def check_choice(value: str, name: str, allowed: Collection[str]) -> str:
     """Returns ``value`` if it is one of ``allowed``, else raises naming the choices."""
     if value not in allowed:
         raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
     return value
 
 
-def check_batch(x, num_inputs: int, name: str = "x"):
+def check_batch(x: _Shaped, num_inputs: int, name: str = "x") -> _Shaped:
     """Checks rank, width and (when concrete) finiteness of a batch ``x`` of shape (B, D)."""
     shape = getattr(x, "shape", None)
     if shape is None or len(shape) != 2:
         raise ValueError(f"{name} must have shape (batch, {num_inputs}), got shape {shape}")
     if shape[1] != num_inputs:
-        raise ValueError(
-            f"{name} must have {num_inputs} columns (num_inputs), got shape {tuple(shape)}"
-        )
+        raise ValueError(f"{name} must have {num_inputs} columns (num_inputs), got shape {tuple(shape)}")
     if is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
         raise ValueError(f"{name} must be finite, got NaN or inf values")
     return x
 
 
-def check_ordering(ordering, num_inputs: int, name: str = "ordering"):
+def check_ordering(ordering: _Shaped, num_inputs: int, name: str = "ordering") -> _Shaped:
     """Checks that ``ordering`` is a permutation of range(num_inputs); shape (D,) or (K, D)."""
     shape = getattr(ordering, "shape", None)
     if shape is None or len(shape) not in (1, 2) or shape[-1] != num_inputs:
@@ -66,28 +70,28 @@ def check_ordering(ordering, num_inputs: int, name: str = "ordering"):
     return ordering
 
 
-def as_batch(x, num_inputs: int, dtype, name: str = "x") -> jax.Array:
+def as_batch(x: ArrayLike, num_inputs: int, dtype: jax.typing.DTypeLike, name: str = "x") -> jax.Array:
     """Checks a model input (B, D) (see ``check_batch``) and returns it as a ``dtype`` array."""
-    x = x if hasattr(x, "shape") else np.asarray(x)
-    check_batch(x, num_inputs, name)
-    return jax.numpy.asarray(x, dtype)
+    array = x if isinstance(x, jax.Array | np.ndarray) else np.asarray(x)
+    check_batch(array, num_inputs, name)
+    return jax.numpy.asarray(array, dtype)
 
 
-def as_ordering(ordering, num_inputs: int, name: str = "ordering") -> jax.Array | None:
+def as_ordering(ordering: ArrayLike | None, num_inputs: int, name: str = "ordering") -> jax.Array | None:
     """Checks one ordering (D,) for a model call; None (the identity) passes through."""
     if ordering is None:
         return None
-    ordering = ordering if hasattr(ordering, "shape") else jax.numpy.asarray(ordering)
-    check_ordering(ordering, num_inputs, name)
-    if ordering.ndim != 1:
+    array = ordering if isinstance(ordering, jax.Array) else jax.numpy.asarray(ordering)
+    check_ordering(array, num_inputs, name)
+    if array.ndim != 1:
         raise ValueError(
-            f"{name} must have shape ({num_inputs},), got {ordering.shape}; "
+            f"{name} must have shape ({num_inputs},), got {array.shape}; "
             "use log_prob_per_ordering for several orderings"
         )
-    return ordering
+    return array
 
 
-def check_inputs(x, num_inputs: int | None = None, binary: bool = False, name: str = "x") -> np.ndarray:
+def check_inputs(x: ArrayLike, num_inputs: int | None = None, binary: bool = False, name: str = "x") -> np.ndarray:
     """Validates a whole dataset once, before training or evaluation.
 
     Args:
@@ -111,7 +115,5 @@ def check_inputs(x, num_inputs: int | None = None, binary: bool = False, name: s
         raise ValueError(f"{name} must be finite, got NaN or inf values")
     if binary and not np.all((x == 0) | (x == 1)):
         bad = np.unique(x[(x != 0) & (x != 1)])[:5]
-        raise ValueError(
-            f"{name} must hold only 0/1 values for a binary model, got values such as {bad.tolist()}"
-        )
+        raise ValueError(f"{name} must hold only 0/1 values for a binary model, got values such as {bad.tolist()}")
     return x

@@ -6,8 +6,13 @@ CONTRIBUTING.md); the versions recorded here say which lock, or which versions, 
 
 from __future__ import annotations
 
+import json
+import logging
 import platform
 from importlib import metadata
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # Distribution names (as pip knows them) of the libraries that decide a run's numbers and its files.
 LIBRARIES: tuple[str, ...] = (
@@ -25,6 +30,8 @@ LIBRARIES: tuple[str, ...] = (
 )
 
 NOT_INSTALLED = "not installed"
+# Beside config.yaml in every run dir.
+VERSIONS_FILE = "versions.json"
 
 
 def library_versions(libraries: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
@@ -40,3 +47,19 @@ def library_versions(libraries: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = NOT_INSTALLED
     return versions
+
+
+def record_versions(run_dir: Path) -> dict[str, str]:
+    """Writes ``run_dir/versions.json`` (beside config.yaml) with the versions a run starts
+    with, once, and returns the current versions. A resumed attempt under other versions
+    keeps the file and logs one warning naming what changed."""
+    path = Path(run_dir) / VERSIONS_FILE
+    current = library_versions()
+    if not path.exists():
+        path.write_text(json.dumps(current, indent=2) + "\n")
+        return current
+    saved = json.loads(path.read_text())
+    changed = [f"{name} {saved.get(name)} -> {new}" for name, new in current.items() if saved.get(name) != new]
+    if changed:
+        log.warning("resuming %s under other library versions than it started with: %s", run_dir, "; ".join(changed))
+    return current

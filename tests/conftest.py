@@ -45,7 +45,8 @@ def assert_grads_match_finite_differences(model, loss_of_model, coords_per_param
     for path, value in params.flat_state():
         array = np.asarray(value[...])
         grad = np.asarray(grads[path][...])
-        assert np.all(np.isfinite(grad)) and np.any(grad != 0), path
+        assert np.all(np.isfinite(grad)), path
+        assert np.any(grad != 0), path
         for _ in range(coords_per_param):
             index = tuple(rng.integers(s) for s in array.shape)
             shifted = []
@@ -63,7 +64,7 @@ def scale_params(model, factor, seed=0):
     """Multiplies every parameter by ``factor`` and adds noise to the biases, so that the
     conditionals are far from uniform (a harder normalisation test)."""
     rng = np.random.default_rng(seed)
-    for path, value in nnx.state(model, nnx.Param).flat_state():
+    for _path, value in nnx.state(model, nnx.Param).flat_state():
         array = np.asarray(value[...])
         noise = rng.normal(size=array.shape) * (factor if array.ndim <= 2 else 0.0)
         value[...] = jax.numpy.asarray(array * factor + noise, array.dtype)
@@ -76,8 +77,6 @@ def some_orderings():
 
     def make(num_inputs, seed=0):
         rng = np.random.default_rng(seed)
-        return [np.arange(num_inputs), np.arange(num_inputs)[::-1]] + [
-            rng.permutation(num_inputs) for _ in range(3)
-        ]
+        return [np.arange(num_inputs), np.arange(num_inputs)[::-1]] + [rng.permutation(num_inputs) for _ in range(3)]
 
     return make

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
+from conftest import scale_params
 from flax import nnx
 
-from conftest import scale_params
 from nade_jax.models import FVSBN, MADE, BinaryNADE, CategoricalNADE, MarkovChain, MoGNADE, OrderlessNADE
 from nade_jax.models.tempered import TemperedNADE
 
@@ -39,13 +39,31 @@ class Case:
 ZOO = [
     Case("nade", lambda D, **kw: BinaryNADE(D, 5, block_size=4, **kw), "nade", "digits", 3.0),
     Case("nade_relu", lambda D, **kw: BinaryNADE(D, 5, activation="relu", **kw), "nade", "digits", 2.0),
-    Case("mog_nade", lambda D, **kw: MoGNADE(D, 5, 3, min_scale=0.05, block_size=2, **kw), "mog_nade", "digits_real", 1.5),
-    Case("categorical_nade", lambda D, **kw: CategoricalNADE(D, 5, NUM_CATEGORIES, block_size=3, **kw), "categorical_nade", "digits_levels", 2.0),
+    Case(
+        "mog_nade", lambda D, **kw: MoGNADE(D, 5, 3, min_scale=0.05, block_size=2, **kw), "mog_nade", "digits_real", 1.5
+    ),
+    Case(
+        "categorical_nade",
+        lambda D, **kw: CategoricalNADE(D, 5, NUM_CATEGORIES, block_size=3, **kw),
+        "categorical_nade",
+        "digits_levels",
+        2.0,
+    ),
     Case("tempered_nade", lambda D, **kw: TemperedNADE(D, 5, **kw), "tempered_nade", "digits", 2.0),
-    Case("orderless_nade", lambda D, **kw: OrderlessNADE(D, (6, 5), block_size=4, **kw), "orderless_nade", "digits", 2.0),
-    Case("orderless_mog_nade", lambda D, **kw: OrderlessNADE(D, (5, 4), "mog", 3, min_scale=0.05, block_size=2, **kw), "orderless_mog_nade", "digits_real", 0.5),
+    Case(
+        "orderless_nade", lambda D, **kw: OrderlessNADE(D, (6, 5), block_size=4, **kw), "orderless_nade", "digits", 2.0
+    ),
+    Case(
+        "orderless_mog_nade",
+        lambda D, **kw: OrderlessNADE(D, (5, 4), "mog", 3, min_scale=0.05, block_size=2, **kw),
+        "orderless_mog_nade",
+        "digits_real",
+        0.5,
+    ),
     Case("made", lambda D, **kw: MADE(D, (7, 6), **kw), "made", "digits", 2.0),
-    Case("made_masks", lambda D, **kw: MADE(D, (8,), order_agnostic=True, num_masks=3, **kw), "made_masks", "digits", 2.0),
+    Case(
+        "made_masks", lambda D, **kw: MADE(D, (8,), order_agnostic=True, num_masks=3, **kw), "made_masks", "digits", 2.0
+    ),
     Case("markov", lambda D, **kw: MarkovChain(D, **kw), "markov", "digits", 2.0),
     Case("fvsbn", lambda D, **kw: FVSBN(D, **kw), "fvsbn", "digits", 2.0),
 ]

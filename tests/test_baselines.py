@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import all_binary_vectors, assert_grads_match_finite_differences, assert_samples_match
 from flax import nnx
 
-from conftest import all_binary_vectors, assert_grads_match_finite_differences, assert_samples_match
 from nade_jax.models import FVSBN, MarkovChain, check_model
 
 FAMILIES = {"markov": MarkovChain, "fvsbn": FVSBN}
@@ -54,7 +54,9 @@ def naive_log_prob(name, model, x, ordering):
 def test_contract(name):
     model = random_model(name, 5)
     check_model(model)
-    assert model.data_kind == "binary" and not model.is_orderless and model.num_inputs == 5
+    assert model.data_kind == "binary"
+    assert not model.is_orderless
+    assert model.num_inputs == 5
     with pytest.raises(ValueError, match="permutation"):
         model.log_prob(np.zeros((2, 5)), np.array([0, 1, 2, 3, 3]))
     with pytest.raises(ValueError, match="5 columns"):
@@ -104,9 +106,7 @@ def free_parameters(model, ordering):
     graphdef, params = nnx.split(model, nnx.Param)
     table = lambda p: nnx.merge(graphdef, p).log_prob(x, ordering)
     jacobian = jax.jacobian(table)(params)
-    columns = np.concatenate(
-        [np.asarray(leaf).reshape(len(x), -1) for leaf in jax.tree.leaves(jacobian)], axis=1
-    )
+    columns = np.concatenate([np.asarray(leaf).reshape(len(x), -1) for leaf in jax.tree.leaves(jacobian)], axis=1)
     return np.linalg.matrix_rank(columns, tol=1e-8)
 
 

@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
-
 from conftest import all_binary_vectors, scale_params
+from flax import nnx
+from reference import nade_log_prob, params_of
+
 from nade_jax.models import BinaryNADE, MoGNADE
 from nade_jax.models.reversible_scan import ACCELERATOR_BLOCK_SIZE, block_carries, resolve_block_size
-from reference import nade_log_prob, params_of
 
 D = 7  # prime, so most block sizes leave a padded last block
 
@@ -72,7 +72,7 @@ def test_blocked_gradients_equal_block_size_one(block_size):
         value_1, grads_1 = loss_and_grads(_binary(1, activation), x, ordering)
         value_k, grads_k = loss_and_grads(_binary(block_size, activation), x, ordering)
         np.testing.assert_allclose(value_k, value_1, rtol=1e-5)
-        for (path, g1), (_, gk) in zip(grads_1.flat_state(), grads_k.flat_state()):
+        for (path, g1), (_, gk) in zip(grads_1.flat_state(), grads_k.flat_state(), strict=True):
             np.testing.assert_allclose(gk[...], g1[...], rtol=1e-4, atol=1e-5, err_msg=str(path))
 
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import scale_params
 from flax import nnx
 
-from conftest import scale_params
 from nade_jax.models import CategoricalNADE, bits_per_dim
 
 
@@ -29,7 +29,9 @@ def test_matches_naive_float64_reference():
     x = np.random.default_rng(0).integers(0, Q, (9, D)).astype(np.float32)
     for seed in range(3):
         ordering = np.random.default_rng(seed).permutation(D)
-        np.testing.assert_allclose(model.log_prob(x, ordering), naive_log_prob(model, x, ordering), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            model.log_prob(x, ordering), naive_log_prob(model, x, ordering), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_bits_per_dim():
@@ -47,10 +49,12 @@ def test_runner_pairs_categorical_models_with_categorical_data_and_reports_bits_
         cfg = compose("config", overrides=["model=categorical_nade", "data=digits_real", "model.num_hidden=4"])
         with pytest.raises(runs.ConfigError, match="needs categorical data, but data=digits_real is real"):
             runs.build_model(cfg, runs.load_data(cfg.data))
-        cfg = compose("config", overrides=["model=categorical_nade", "data=digits_levels", "model.num_hidden=4",
-                                           "model.num_categories=5"])
+        cfg = compose(
+            "config",
+            overrides=["model=categorical_nade", "data=digits_levels", "model.num_hidden=4", "model.num_categories=5"],
+        )
         splits = runs.load_data(cfg.data)
-        with pytest.raises(runs.ConfigError, match="model.num_categories must be 17"):
+        with pytest.raises(runs.ConfigError, match=r"model\.num_categories must be 17"):
             runs.build_model(cfg, splits)
         cfg = compose("config", overrides=["model=categorical_nade", "data=digits_levels", "model.num_hidden=4"])
         model = runs.build_model(cfg, splits)

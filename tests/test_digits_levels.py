@@ -11,7 +11,8 @@ def test_digits_levels_are_the_digits_split_at_17_levels():
     assert (levels.num_categories, levels.kind, levels.binary, levels.image_shape) == (17, "categorical", False, (8, 8))
     for split in ("train", "val", "test"):
         values = getattr(levels, split)
-        assert values.dtype == np.float32 and set(np.unique(values)) <= set(range(17))
+        assert values.dtype == np.float32
+        assert set(np.unique(values)) <= set(range(17))
         np.testing.assert_array_equal(values >= 8, getattr(binary, split))  # the same images, same split
     assert len(np.unique(levels.train)) == 17
 

@@ -5,29 +5,41 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import all_binary_vectors
 from flax import nnx
 
-from conftest import all_binary_vectors
 from nade_jax.data import independent_baseline_nll, load
 from nade_jax.models import BinaryNADE, MoGNADE, OrderlessNADE
 from nade_jax.models.layerwise import grow
 from nade_jax.optim import make_optimizer
 
-SGD = {"_target_": "optax.sgd", "_partial_": True, "learning_rate": 0.1, "schedule": "constant",
-       "momentum": 0.9, "nesterov": False}
+SGD = {
+    "_target_": "optax.sgd",
+    "_partial_": True,
+    "learning_rate": 0.1,
+    "schedule": "constant",
+    "momentum": 0.9,
+    "nesterov": False,
+}
 
 
 def weights(model):
     """Every weight matrix (not biases) of a model, by path."""
-    return {path: np.asarray(v[...]) for path, v in nnx.state(model, nnx.Param).flat_state()
-            if path[-1] in ("W", "V", "W_x", "W_m", "kernel")}
+    return {
+        path: np.asarray(v[...])
+        for path, v in nnx.state(model, nnx.Param).flat_state()
+        if path[-1] in ("W", "V", "W_x", "W_m", "kernel")
+    }
 
 
-@pytest.mark.parametrize("make", [
-    lambda **kw: BinaryNADE(300, 200, rngs=nnx.Rngs(0), **kw),
-    lambda **kw: MoGNADE(300, 50, num_components=3, rngs=nnx.Rngs(0), **kw),
-    lambda **kw: OrderlessNADE(300, hidden=(200, 100), rngs=nnx.Rngs(0), **kw),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: BinaryNADE(300, 200, rngs=nnx.Rngs(0), **kw),
+        lambda **kw: MoGNADE(300, 50, num_components=3, rngs=nnx.Rngs(0), **kw),
+        lambda **kw: OrderlessNADE(300, hidden=(200, 100), rngs=nnx.Rngs(0), **kw),
+    ],
+)
 def test_init_scale_sets_every_weight_std(make):
     for path, w in weights(make(init_scale=0.01)).items():
         assert abs(w.std() - 0.01) < 0.001, path
@@ -62,15 +74,18 @@ def test_momentum_warmup():
     # Without warm-up, the same config is plain optax.sgd with momentum from the first update.
     plain = make_optimizer(dict(SGD), 10)
     state = plain.init(params)
-    first, state = plain.update(grads[0], state, params)
+    _first, state = plain.update(grads[0], state, params)
     second, _ = plain.update(grads[1], state, params)
     np.testing.assert_allclose(second, -0.1 * (np.asarray(grads[1]) + 0.9 * np.asarray(grads[0])), rtol=1e-6)
 
 
-@pytest.mark.parametrize("config, field", [
-    ({**SGD, "momentum_warmup_steps": -2}, "optimizer.momentum_warmup_steps"),
-    ({**SGD, "momentum": None, "momentum_warmup_steps": 5}, "optimizer.momentum in"),
-])
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({**SGD, "momentum_warmup_steps": -2}, "optimizer.momentum_warmup_steps"),
+        ({**SGD, "momentum": None, "momentum_warmup_steps": 5}, "optimizer.momentum in"),
+    ],
+)
 def test_momentum_warmup_errors(config, field):
     with pytest.raises(ValueError, match=field):
         make_optimizer(config, 10)
@@ -83,11 +98,14 @@ def test_grow_copies_the_trained_layers(output):
     x = all_binary_vectors(D) if output == "bernoulli" else np.random.default_rng(0).normal(size=(20, D))
     small.init_from_data(x)
     big = grow(small, rngs=nnx.Rngs(1))
-    assert big.hidden == (7, 7) and big.output == output and big.activation == small.activation
+    assert big.hidden == (7, 7)
+    assert big.output == output
+    assert big.activation == small.activation
     for name in ("W_x", "W_m", "c", "b"):
         np.testing.assert_array_equal(getattr(big, name)[...], getattr(small, name)[...])
     top = big.layers[-1]
-    assert top.kernel[...].shape == (7, 7) and 0.005 < float(np.std(top.kernel[...])) < 0.02
+    assert top.kernel[...].shape == (7, 7)
+    assert 0.005 < float(np.std(top.kernel[...])) < 0.02
     assert 0.005 < float(np.std(big.V[...])) < 0.02
     bigger = grow(big, 4, rngs=nnx.Rngs(2))
     assert bigger.hidden == (7, 7, 4)

@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import scale_params
 from flax import nnx
 
-from conftest import scale_params
 from nade_jax.models import BinaryNADE, MoGNADE
 from nade_jax.models.reversible_scan import reversible_scan, reversible_weighted_sum
 
@@ -86,14 +86,21 @@ def _assert_close(value, grads, ref_value, ref_grads, rtol):
     for name, ref in ref_grads.items():
         scale = float(jnp.max(jnp.abs(ref)))
         error = float(jnp.max(jnp.abs(grads[name] - ref)))
-        assert scale > 0 and error <= rtol * scale, (name, error, scale)
+        assert scale > 0, name
+        assert error <= rtol * scale, (name, error, scale)
 
 
-CASES = [("bernoulli", "sigmoid", 1), ("mog", "sigmoid", 1), ("bernoulli", "relu", 1), ("bernoulli", "sigmoid", 4), ("mog", "sigmoid", 4)]
+CASES = [
+    ("bernoulli", "sigmoid", 1),
+    ("mog", "sigmoid", 1),
+    ("bernoulli", "relu", 1),
+    ("bernoulli", "sigmoid", 4),
+    ("mog", "sigmoid", 4),
+]
 
 
 @pytest.mark.parametrize("objective", ["weighted_log_prob", "loss"])
-@pytest.mark.parametrize("kind, activation, block_size", CASES)
+@pytest.mark.parametrize(("kind", "activation", "block_size"), CASES)
 def test_gradients_match_autodiff_reference_float32(kind, activation, block_size, objective):
     model, x = _model(kind, jnp.float32, block_size, activation)
     ordering = np.random.default_rng(3).permutation(model.num_inputs)
@@ -115,7 +122,7 @@ def test_identity_ordering_matches_none():
     model, x = _model("bernoulli", jnp.float32)
     graphdef, params = nnx.split(model, nnx.Param)
     grad = lambda ordering: jax.grad(lambda p: nnx.merge(graphdef, p).loss(x, None, ordering))(params)
-    for a, b in zip(jax.tree.leaves(grad(None)), jax.tree.leaves(grad(jnp.arange(model.num_inputs)))):
+    for a, b in zip(jax.tree.leaves(grad(None)), jax.tree.leaves(grad(jnp.arange(model.num_inputs))), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
@@ -154,7 +161,7 @@ def test_reversible_scan_matches_autodiff_through_scan():
     reference = lambda a0, p: jnp.sum(cotangent * plain(a0, p))
     np.testing.assert_allclose(engine(a0, params), reference(a0, params), rtol=1e-6)
     got, want = jax.grad(engine, argnums=(0, 1))(a0, params), jax.grad(reference, argnums=(0, 1))(a0, params)
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
@@ -164,7 +171,9 @@ def test_reversible_weighted_sum_matches_autodiff_through_scan(hint):
     weights = jnp.asarray(np.random.default_rng(2).normal(size=(6, 4, 2)), jnp.float32)
 
     def engine(a0, p, w):
-        final = a0 + sum(delta_fn(jax.tree.map(lambda v: v[j], p), jax.tree.map(lambda v: v[j], data)) for j in range(6))
+        final = a0 + sum(
+            delta_fn(jax.tree.map(lambda v, j=j: v[j], p), jax.tree.map(lambda v, j=j: v[j], data)) for j in range(6)
+        )
         final = jax.lax.stop_gradient(final) if hint else None
         return reversible_weighted_sum(out_fn, delta_fn, a0, p, data, w, final)
 
@@ -172,7 +181,7 @@ def test_reversible_weighted_sum_matches_autodiff_through_scan(hint):
     np.testing.assert_allclose(engine(a0, params, weights), reference(a0, params, weights), rtol=1e-5)
     got = jax.grad(engine, argnums=(0, 1, 2))(a0, params, weights)
     want = jax.grad(reference, argnums=(0, 1, 2))(a0, params, weights)
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 

@@ -45,7 +45,8 @@ def test_order_agnostic_loss_draws_from_the_mask_set():
     D, M = 5, 3
     model = MADE(D, (8,), order_agnostic=True, num_masks=M, rngs=nnx.Rngs(0))
     masks = np.asarray(model.evaluation_orderings(10))
-    assert masks.shape == (M, D) and len({tuple(row) for row in masks}) == M
+    assert masks.shape == (M, D)
+    assert len({tuple(row) for row in masks}) == M
     x = (np.random.default_rng(0).random((4, D)) < 0.5).astype(np.float32)
     per_mask = {round(float(-model.log_prob(x, o).mean()), 5) for o in masks}
     losses = {round(float(model.loss(x, jax.random.key(seed))), 5) for seed in range(30)}
@@ -58,7 +59,7 @@ def test_one_hidden_layer_has_the_parameter_count_of_nade():
 
 
 @pytest.mark.parametrize(
-    "kwargs,message",
+    ("kwargs", "message"),
     [
         ({"hidden": ()}, "hidden must be a non-empty sequence"),
         ({"num_masks": 4}, "num_masks must be 1 when order_agnostic is false"),

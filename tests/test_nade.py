@@ -4,12 +4,11 @@ references, data-dependent initialisation, memory."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
-from flax import nnx
-
 from conftest import scale_params
-from nade_jax.models import BinaryNADE, MoGNADE
+from flax import nnx
 from reference import nade_log_prob, params_of
+
+from nade_jax.models import BinaryNADE, MoGNADE
 
 
 def binary_model(D=8, H=6, block_size=3, factor=3.0, seed=0, **kwargs):

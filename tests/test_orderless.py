@@ -9,12 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import all_binary_vectors, scale_params
 from flax import nnx
 
-from conftest import all_binary_vectors, scale_params
 from nade_jax.models import OrderlessNADE
 from nade_jax.models.orderless import random_masks
-
 
 # Compiled once per model structure and shapes, shared by every test that uses them.
 log_prob = nnx.jit(lambda model, x, ordering: model.log_prob(x, ordering))
@@ -97,7 +96,7 @@ def naive_log_prob(model, x, ordering, head="bernoulli", min_scale=1e-3):
 
 
 # -- incremental evaluation against the naive reference -------------------------------------
-@pytest.mark.parametrize("hidden,block_size", [((6,), 1), ((6, 5), 3), ((4, 5, 3), 8)])
+@pytest.mark.parametrize(("hidden", "block_size"), [((6,), 1), ((6, 5), 3), ((4, 5, 3), 8)])
 def test_incremental_log_prob_matches_full_passes(hidden, block_size):
     D = 8
     model = binary_model(D, hidden, block_size=block_size)
@@ -129,7 +128,7 @@ def test_masked_nll_is_the_weighted_sum_over_unobserved_variables():
     mask = np.take_along_axis(mask, np.argsort(rng.random((6, D)), axis=1), axis=1)
     params = _params(model)
     expected = []
-    for xn, mn in zip(x.astype(np.float64), mask):
+    for xn, mn in zip(x.astype(np.float64), mask, strict=True):
         outputs = _full_pass(params, xn, mn)
         nll = -sum(_log_conditional(outputs[i], xn[i], "bernoulli", 0) for i in range(D) if mn[i] == 0)
         expected.append(nll * D / (D - mn.sum()))
@@ -171,7 +170,7 @@ def test_random_masks_follow_the_objective_distribution():
     codes = (masks @ (2 ** np.arange(D))).astype(int)
     counts = np.bincount(codes, minlength=2**D)
     assert counts[-1] == 0
-    sizes = np.array([bin(code).count("1") for code in range(2**D - 1)])
+    sizes = np.array([(code).bit_count() for code in range(2**D - 1)])
     expected = n / D / np.array([math.comb(D, s) for s in sizes])
     chi2 = np.sum((counts[:-1] - expected) ** 2 / expected)
     dof = 2**D - 2
@@ -199,7 +198,7 @@ def test_init_from_data_sets_marginal_logits():
 
 # -- validation ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "kwargs,message",
+    ("kwargs", "message"),
     [
         ({"hidden": ()}, "hidden must be a non-empty sequence"),
         ({"hidden": 5}, "hidden must be a non-empty sequence"),
@@ -228,5 +227,5 @@ def test_bad_masks_and_keys_raise():
         model.masked_nll(x, np.zeros((3, D)))
     with pytest.raises(ValueError, match="mask must hold only 0/1 values"):
         model.masked_nll(x, np.full((2, D), 0.5))
-    with pytest.raises(ValueError, match="key must be a jax.random key"):
+    with pytest.raises(ValueError, match=r"key must be a jax\.random key"):
         model.loss(x, None)

@@ -6,14 +6,14 @@ reference (D full passes) and normalised by enumeration."""
 import jax
 import numpy as np
 import pytest
-from flax import nnx
-
 from conftest import all_binary_vectors
+from flax import nnx
+from test_orderless import binary_model, log_prob, mog_model, naive_log_prob
+
 from nade_jax import orderings
 from nade_jax.models import OrderlessNADE
 from nade_jax.models.orderless import ACCELERATOR_BLOCK_SIZE
 from nade_jax.models.reversible_scan import resolve_block_size
-from test_orderless import binary_model, log_prob, mog_model, naive_log_prob
 
 D = 6
 
@@ -54,5 +54,6 @@ def test_mog_paths_match_full_passes(block_size):
     model = mog_model(4, block_size=block_size)
     x = np.random.default_rng(3).normal(size=(5, 4)).astype(np.float32)
     ordering = np.array([2, 0, 3, 1])
-    np.testing.assert_allclose(log_prob(model, x, ordering), naive_log_prob(model, x, ordering, head="mog"),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        log_prob(model, x, ordering), naive_log_prob(model, x, ordering, head="mog"), rtol=1e-5, atol=1e-5
+    )

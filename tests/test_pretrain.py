@@ -3,15 +3,23 @@
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from test_train import CONF
 
 from nade_jax import pretrain
 from nade_jax.runs import ConfigError, restore_run
 from nade_jax.train import train
-from test_train import CONF
 
-TINY = ["trainer.max_steps=40", "trainer.eval_every=20", "trainer.checkpoint_every=20", "trainer.log_every=10",
-        "trainer.num_samples=0", "trainer.num_eval_orderings=0", "trainer.progress=false", "logger=none",
-        "model=orderless_nade"]
+TINY = [
+    "trainer.max_steps=40",
+    "trainer.eval_every=20",
+    "trainer.checkpoint_every=20",
+    "trainer.log_every=10",
+    "trainer.num_samples=0",
+    "trainer.num_eval_orderings=0",
+    "trainer.progress=false",
+    "logger=none",
+    "model=orderless_nade",
+]
 
 
 def compose_config(overrides):
@@ -52,5 +60,7 @@ def test_warm_start_copies_the_same_model(one_layer_run):
 
 def test_init_from_a_model_that_does_not_fit_is_one_line(one_layer_run, tmp_path):
     cfg = compose_config(["model.hidden=[16,16,16]", f"init_from={one_layer_run}"])
-    with pytest.raises(ConfigError, match=r"init_from=.*one more hidden layer, got OrderlessNADE hidden=\[16, 16, 16\]"):
+    with pytest.raises(
+        ConfigError, match=r"init_from=.*one more hidden layer, got OrderlessNADE hidden=\[16, 16, 16\]"
+    ):
         train(cfg, tmp_path)

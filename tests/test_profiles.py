@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
 from model_zoo import ZOO, all_values, build, data_like
+
 from nade_jax.models import FVSBN, MarkovChain
 from nade_jax.profiles import ordering_profiles, per_position_log_prob, pixel_map
 
@@ -73,14 +73,16 @@ def test_ordering_profiles_are_the_mean_terms_and_the_heat_map_moves_them_to_pix
     x = data_like("binary", D, 23, seed=2)
     orderings = np.stack([np.arange(D), np.random.default_rng(4).permutation(D)])
     log_p, profile = ordering_profiles(model, x, orderings, batch_size=10, chunk_size=1)
-    assert log_p.shape == (2, 23) and profile.shape == (2, D)
+    assert log_p.shape == (2, 23)
+    assert profile.shape == (2, D)
     for k, ordering in enumerate(orderings):
         terms = np.asarray(per_position_log_prob(model, x, ordering), np.float64)
         np.testing.assert_allclose(profile[k], -terms.mean(axis=0), atol=1e-5)
         np.testing.assert_allclose(log_p[k], np.asarray(model.log_prob(x, ordering)), atol=1e-4)
         np.testing.assert_allclose(profile[k].sum(), -log_p[k].mean(), atol=1e-4)
         pixels = pixel_map(profile[k], ordering)
-        assert pixels[ordering[0]] == profile[k][0] and pixels[ordering[-1]] == profile[k][-1]
+        assert pixels[ordering[0]] == profile[k][0]
+        assert pixels[ordering[-1]] == profile[k][-1]
 
 
 def test_bad_ordering_is_one_line():

@@ -29,7 +29,8 @@ def orderless(D=6, seed=0):
 
 def test_evaluation_orderings_are_random_seeded_and_prefix_stable():
     names, rows = evaluate.evaluation_orderings(20, 16, seed=1234)
-    assert names[:2] == ["random_0", "random_1"] and len(names) == 16
+    assert names[:2] == ["random_0", "random_1"]
+    assert len(names) == 16
     rows = np.asarray(rows)
     assert all(sorted(r) == list(range(20)) for r in rows)
     assert not any(np.array_equal(r, np.arange(20)) or np.array_equal(r, np.arange(20)[::-1]) for r in rows)
@@ -56,14 +57,16 @@ def test_orderless_final_evaluation_is_the_papers_protocol():
     assert list(result.per_ordering) == names
     assert m["test/nll"] == pytest.approx(per[:10].mean(), rel=1e-5)
     assert m["test/nll_se"] == pytest.approx(per[:10].std(ddof=1) / np.sqrt(10), rel=1e-4)
-    assert m["test/nll_num_orderings"] == 10 and m["test/nll_se"] > 0
+    assert m["test/nll_num_orderings"] == 10
+    assert m["test/nll_se"] > 0
     assert m["test/mean_ordering_nll"] == pytest.approx(per.mean(), rel=1e-5)
     assert list(result.ensemble_curve) == [1, 2, 4, 8, 16]
     assert result.ensemble_curve[1] == pytest.approx(per[0], rel=1e-5)
     assert m["test/ensemble_nll"] == result.ensemble_curve[16] <= per.mean() + 1e-6
     assert m["test/identity_nll"] == pytest.approx(evaluate.nll(model, splits.test, np.arange(6)), rel=1e-6)
     assert m["test/reverse_nll"] == pytest.approx(evaluate.nll(model, splits.test, np.arange(6)[::-1]), rel=1e-6)
-    assert "± " in result.line() and "10 random orderings" in result.line()
+    assert "± " in result.line()
+    assert "10 random orderings" in result.line()
 
 
 def test_fixed_order_models_are_evaluated_under_their_training_ordering():
@@ -72,9 +75,11 @@ def test_fixed_order_models_are_evaluated_under_their_training_ordering():
     ordering = np.array([5, 3, 1, 0, 2, 4])
     result = evaluate.final_evaluation(model, splits, ordering, num_orderings=16, orderings_seed=7)
     assert result.metrics["test/nll"] == pytest.approx(evaluate.nll(model, splits.test, ordering), rel=1e-6)
-    assert not result.per_ordering and "test/nll_se" not in result.metrics
+    assert not result.per_ordering
+    assert "test/nll_se" not in result.metrics
     assert evaluate.validation_nll(model, splits.val, ordering) == pytest.approx(
-        evaluate.nll(model, splits.val, ordering), rel=1e-6)
+        evaluate.nll(model, splits.val, ordering), rel=1e-6
+    )
 
 
 def test_masked_estimate_is_fixed_and_estimates_the_ordering_average():

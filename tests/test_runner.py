@@ -27,8 +27,16 @@ from nade_jax.runs import ConfigError, Diverged, RunDirMismatch, restore_run
 from nade_jax.train import divergence_reason, train
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
-TINY = ["model.num_hidden=8", "trainer.max_steps=60", "trainer.eval_every=20", "trainer.checkpoint_every=20",
-        "trainer.log_every=10", "trainer.num_samples=0", "trainer.progress=false", "logger=none"]
+TINY = [
+    "model.num_hidden=8",
+    "trainer.max_steps=60",
+    "trainer.eval_every=20",
+    "trainer.checkpoint_every=20",
+    "trainer.log_every=10",
+    "trainer.num_samples=0",
+    "trainer.progress=false",
+    "logger=none",
+]
 
 
 def compose_config(overrides):
@@ -42,14 +50,18 @@ def read_jsonl(path):
 
 def run_cli(args, cwd, module="nade_jax.train", timeout=300):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def snapshot(run_dir):
     """{relative path: sha1} of every file in a run dir except Hydra's appended job logs."""
-    return {str(p.relative_to(run_dir)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(Path(run_dir).rglob("*")) if p.is_file() and p.suffix != ".log"}
+    return {
+        str(p.relative_to(run_dir)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(Path(run_dir).rglob("*"))
+        if p.is_file() and p.suffix != ".log"
+    }
 
 
 def final_state(run_dir):
@@ -79,7 +91,7 @@ def interrupt_after(monkeypatch, num_steps):
 
         def interrupted(*step_args):
             if len(calls) == num_steps:
-                raise Killed()
+                raise Killed
             calls.append(1)
             return step(*step_args)
 
@@ -97,16 +109,17 @@ def uninterrupted(tmp_path_factory):
 
 # --- Run-dir integrity ------------------------------------------------------------------
 
+
 def test_mismatched_rerun_names_the_keys_and_changes_nothing(uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted[0], run_dir)
     before = snapshot(run_dir)
     with pytest.raises(RunDirMismatch, match=r"holds a different run: model.num_hidden \(saved 8, requested 16\)"):
-        train(compose_config(TINY + ["model.num_hidden=16"]), run_dir)
+        train(compose_config([*TINY, "model.num_hidden=16"]), run_dir)
     with pytest.raises(RunDirMismatch, match=r"optimizer.learning_rate \(saved 0.003, requested 0.01\)"):
-        train(compose_config(TINY + ["optimizer.learning_rate=0.01"]), run_dir)
+        train(compose_config([*TINY, "optimizer.learning_rate=0.01"]), run_dir)
     with pytest.raises(RunDirMismatch, match=r"trainer.max_steps"):
-        train(compose_config(TINY + ["trainer.max_steps=80"]), run_dir)
+        train(compose_config([*TINY, "trainer.max_steps=80"]), run_dir)
     assert snapshot(run_dir) == before
 
 
@@ -115,25 +128,33 @@ def test_finished_run_rerun_reports_and_adds_nothing(uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted[0], run_dir)
     before = snapshot(run_dir)
-    again = train(compose_config(TINY + ["trainer.num_samples=4", "trainer.log_every=5",
-                                          "trainer.checkpoint_every=10"]), run_dir)
-    assert again["train/steps"] == 60 and again["test/nll"] == uninterrupted[1]["test/nll"]
+    again = train(
+        compose_config([*TINY, "trainer.num_samples=4", "trainer.log_every=5", "trainer.checkpoint_every=10"]), run_dir
+    )
+    assert again["train/steps"] == 60
+    assert again["test/nll"] == uninterrupted[1]["test/nll"]
     assert snapshot(run_dir) == before
 
 
 def test_defining_and_reporting_keys():
     base = compose_config(TINY)
-    assert runs.defining_differences(compose_config(TINY + ["trainer.num_eval_orderings=3", "logger=wandb",
-                                                            "trainer.devices=2"]), base) == []
-    differences = runs.defining_differences(compose_config(TINY + ["ordering=random", "seed=1"]), base)
+    assert (
+        runs.defining_differences(
+            compose_config([*TINY, "trainer.num_eval_orderings=3", "logger=wandb", "trainer.devices=2"]), base
+        )
+        == []
+    )
+    differences = runs.defining_differences(compose_config([*TINY, "ordering=random", "seed=1"]), base)
     assert [d.split(" ")[0] for d in differences] == ["ordering.kind", "seed"]
 
 
 # --- Checkpoint faults ------------------------------------------------------------------
 
+
 def _damage(step_dir: Path, how: str) -> None:
-    data_files = sorted((p for p in step_dir.rglob("*") if p.is_file() and "/d/" in str(p)),
-                        key=lambda p: p.stat().st_size)
+    data_files = sorted(
+        (p for p in step_dir.rglob("*") if p.is_file() and "/d/" in str(p)), key=lambda p: p.stat().st_size
+    )
     if how == "truncated data file":
         biggest = data_files[-1]
         biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
@@ -192,17 +213,25 @@ def test_no_readable_checkpoint_is_one_error_naming_the_directory(tmp_path, monk
 
 # --- Early stopping and bookkeeping -------------------------------------------------------
 
+
 def test_early_stopped_run_does_not_train_on_when_resumed(tmp_path):
     """The early-stopping state is in the checkpoint: a run that stopped early and is rerun
     (here: as if killed during its final evaluation) does not train further."""
-    overrides = TINY + ["trainer.max_steps=400", "trainer.eval_every=10", "trainer.patience=1",
-                        "optimizer.learning_rate=0.1"]
+    overrides = [
+        *TINY,
+        "trainer.max_steps=400",
+        "trainer.eval_every=10",
+        "trainer.patience=1",
+        "optimizer.learning_rate=0.1",
+    ]
     first = train(compose_config(overrides), tmp_path)
-    assert first["train/stopped_early"] and first["train/steps"] < 400
+    assert first["train/stopped_early"]
+    assert first["train/steps"] < 400
     (tmp_path / "status.json").unlink()
     (tmp_path / "summary.json").unlink()
     second = train(compose_config(overrides), tmp_path)
-    assert second["train/steps"] == first["train/steps"] and second["test/nll"] == first["test/nll"]
+    assert second["train/steps"] == first["train/steps"]
+    assert second["test/nll"] == first["test/nll"]
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     assert max(r["step"] for r in rows) == first["train/steps"]
     assert sum("test/nll" in r for r in rows) == 1
@@ -217,8 +246,9 @@ def _state(best, far=0):
     from flax.training.early_stopping import EarlyStopping
 
     stopping = runs.as_arrays(EarlyStopping(best_metric=best))
-    return runs.TrainState(step=0, params={}, opt_state={}, key=0, best_params={}, early_stopping=stopping,
-                           evals_far_above=np.asarray(far))
+    return runs.TrainState(
+        step=0, params={}, opt_state={}, key=0, best_params={}, early_stopping=stopping, evals_far_above=np.asarray(far)
+    )
 
 
 def test_divergence_rule():
@@ -227,7 +257,8 @@ def test_divergence_rule():
     assert divergence_reason(60.0, _state(np.inf), baseline, RULE) == (None, 1)  # far above, once
     assert divergence_reason(60.0, _state(np.inf, far=1), baseline, RULE)[1] == 2
     reason, count = divergence_reason(60.0, _state(np.inf, far=2), baseline, RULE)
-    assert count == 3 and "stayed above baseline 25 + 1 x |baseline| for 3 evaluations" in reason
+    assert count == 3
+    assert "stayed above baseline 25 + 1 x |baseline| for 3 evaluations" in reason
     assert divergence_reason(40.0, _state(np.inf, far=2), baseline, RULE) == (None, 0)  # back below: reset
     reason, _ = divergence_reason(2.3e7, _state(25.0), baseline, RULE)
     assert "rose more than 100 x |baseline|" in reason
@@ -239,11 +270,12 @@ def test_divergence_rule():
 def test_huge_learning_rate_is_reported_as_diverged(uninterrupted, tmp_path):
     """optimizer.learning_rate=1e6 used to finish with a test NLL of 22860628 nats."""
     run_dir = tmp_path / "sweep" / "bad"
-    cfg = compose_config(TINY + ["optimizer.learning_rate=1e6", "trainer.max_steps=200"])
-    with pytest.raises(Diverged, match="the run diverged and was stopped.*lower optimizer.learning_rate"):
+    cfg = compose_config([*TINY, "optimizer.learning_rate=1e6", "trainer.max_steps=200"])
+    with pytest.raises(Diverged, match=r"the run diverged and was stopped.*lower optimizer\.learning_rate"):
         train(cfg, run_dir)
     status = runs.read_status(run_dir)
-    assert status["status"] == "diverged" and "validation NLL" in status["reason"]
+    assert status["status"] == "diverged"
+    assert "validation NLL" in status["reason"]
     assert not (run_dir / "summary.json").exists()  # no test figure for a diverged run
     run = restore_run(run_dir)  # the best parameters are kept
     assert np.isfinite(float(run.state.early_stopping.best_metric))
@@ -254,20 +286,25 @@ def test_huge_learning_rate_is_reported_as_diverged(uninterrupted, tmp_path):
 
     shutil.copytree(uninterrupted[0], tmp_path / "sweep" / "good")
     text = build_report(tmp_path / "sweep", tmp_path / "report").with_name("report.md").read_text()
-    assert "1 finished and plotted, 1 left out" in text and "| good |" in text
+    assert "1 finished and plotted, 1 left out" in text
+    assert "| good |" in text
     assert text.split("## Runs left out of the figures")[1].count("| bad | diverged | validation NLL") == 1
 
 
 # --- Run dirs are data, not code -------------------------------------------------------------
 
-@pytest.mark.parametrize("key, node", [
-    ("model", {"_target_": "builtins.open", "file": "VICTIM", "mode": "w"}),
-    ("model.init", {"_target_": "builtins.open", "file": "VICTIM", "mode": "w"}),
-    ("optimizer", {"_target_": "os.system", "_partial_": True, "learning_rate": 0.1}),
-    ("optimizer.b1", {"_target_": "builtins.open", "file": "VICTIM", "mode": "w"}),
-    ("data.extra", [{"_target_": "builtins.open", "file": "VICTIM", "mode": "w"}]),
-    ("model", {"_target_": "nade_jax.runs.write_status", "run_dir": "VICTIM", "status": "x"}),
-])
+
+@pytest.mark.parametrize(
+    ("key", "node"),
+    [
+        ("model", {"_target_": "builtins.open", "file": "VICTIM", "mode": "w"}),
+        ("model.init", {"_target_": "builtins.open", "file": "VICTIM", "mode": "w"}),
+        ("optimizer", {"_target_": "os.system", "_partial_": True, "learning_rate": 0.1}),
+        ("optimizer.b1", {"_target_": "builtins.open", "file": "VICTIM", "mode": "w"}),
+        ("data.extra", [{"_target_": "builtins.open", "file": "VICTIM", "mode": "w"}]),
+        ("model", {"_target_": "nade_jax.runs.write_status", "run_dir": "VICTIM", "status": "x"}),
+    ],
+)
 def test_run_dir_config_with_foreign_target_is_refused(uninterrupted, tmp_path, key, node):
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted[0], run_dir)
@@ -285,30 +322,34 @@ def test_run_dir_config_with_foreign_target_is_refused(uninterrupted, tmp_path, 
 
 # --- Config errors -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("overrides, message", [
-    (["seed=abc"], "seed must be an integer, got 'abc'"),
-    (["ordering=random", "ordering.seed=abc"], "ordering.seed must be an integer, got 'abc'"),
-    (["optimizer.learning_rate=abc"], "optimizer.learning_rate must be a number > 0, got 'abc'"),
-    (["optimizer.learning_rate=-1"], "optimizer.learning_rate must be a number > 0, got -1"),
-    (["optimizer.clip_norm=0"], "optimizer.clip_norm must be a number > 0 or null"),
-    (["trainer.max_steps=abc"], "trainer.max_steps must be an integer >= 0 or null, got 'abc'"),
-    (["trainer.max_steps=0"], "training needs at least one step"),
-    (["trainer.epochs=3"], "set exactly one of trainer.max_steps and trainer.epochs"),
-    (["trainer.eval_every=0"], "trainer.eval_every must be an integer >= 1"),
-    (["trainer.progress=maybe"], "trainer.progress must be true or false"),
-    (["trainer.devices=0"], "trainer.devices must be an integer >= 1 or null"),
-    (["trainer.divergence.patience=0"], "trainer.divergence.patience must be an integer >= 1"),
-    (["trainer.divergence.max_rise=-5"], "trainer.divergence.max_rise must be a number > 0 or null"),
-    (["logger.kind=tensorboard"], "logger.kind must be one of ['wandb', 'none']"),
-    (["logger=wandb", "logger.mode=sometimes"], "logger.mode must be one of"),
-    (["model.activation=swish"], "model: "),
-    (["model._target_=nade_jax.models.NoSuchModel"], "model._target_: "),
-    (["data.threshold=abc"], "data."),
-    (["optimizer.b1=abc"], "optimizer: "),
-    (["+optimizer.foo=1"], "optimizer: "),
-    (["ordering=column_major", "data=digits", "model.num_hidden=8"], None),
-    (["trainer.devices=64"], "trainer.devices must be in"),
-])
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["seed=abc"], "seed must be an integer, got 'abc'"),
+        (["ordering=random", "ordering.seed=abc"], "ordering.seed must be an integer, got 'abc'"),
+        (["optimizer.learning_rate=abc"], "optimizer.learning_rate must be a number > 0, got 'abc'"),
+        (["optimizer.learning_rate=-1"], "optimizer.learning_rate must be a number > 0, got -1"),
+        (["optimizer.clip_norm=0"], "optimizer.clip_norm must be a number > 0 or null"),
+        (["trainer.max_steps=abc"], "trainer.max_steps must be an integer >= 0 or null, got 'abc'"),
+        (["trainer.max_steps=0"], "training needs at least one step"),
+        (["trainer.epochs=3"], "set exactly one of trainer.max_steps and trainer.epochs"),
+        (["trainer.eval_every=0"], "trainer.eval_every must be an integer >= 1"),
+        (["trainer.progress=maybe"], "trainer.progress must be true or false"),
+        (["trainer.devices=0"], "trainer.devices must be an integer >= 1 or null"),
+        (["trainer.divergence.patience=0"], "trainer.divergence.patience must be an integer >= 1"),
+        (["trainer.divergence.max_rise=-5"], "trainer.divergence.max_rise must be a number > 0 or null"),
+        (["logger.kind=tensorboard"], "logger.kind must be one of ['wandb', 'none']"),
+        (["logger=wandb", "logger.mode=sometimes"], "logger.mode must be one of"),
+        (["model.activation=swish"], "model: "),
+        (["model._target_=nade_jax.models.NoSuchModel"], "model._target_: "),
+        (["data.threshold=abc"], "data."),
+        (["optimizer.b1=abc"], "optimizer: "),
+        (["+optimizer.foo=1"], "optimizer: "),
+        (["ordering=column_major", "data=digits", "model.num_hidden=8"], None),
+        (["trainer.devices=64"], "trainer.devices must be in"),
+    ],
+)
 def test_bad_values_are_one_message_naming_the_key(tmp_path, overrides, message):
     if message is None:  # a valid combination: the run must start (it is stopped at once here)
         cfg = compose_config(TINY + overrides + ["trainer.max_steps=1"])
@@ -321,35 +362,43 @@ def test_bad_values_are_one_message_naming_the_key(tmp_path, overrides, message)
 
 # --- One-line errors through the command line ----------------------------------------------------
 
+
 def _one_line(result, prog="nade-train"):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith(f"{prog}: error: "), result.stderr[-3000:]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert errors[0].startswith(f"{prog}: error: "), result.stderr[-3000:]
     return errors[0]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, message", [
-    (["seed=abc"], "seed must be an integer"),
-    (["ordering=random", "ordering.seed=abc"], "ordering.seed must be an integer"),
-    (["optimizer.learning_rate=abc"], "optimizer.learning_rate must be a number > 0"),
-    (["model=nade", "data=digits_real"], "use data=digits or data=binarized_mnist, or model=mog_nade"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["seed=abc"], "seed must be an integer"),
+        (["ordering=random", "ordering.seed=abc"], "ordering.seed must be an integer"),
+        (["optimizer.learning_rate=abc"], "optimizer.learning_rate must be a number > 0"),
+        (["model=nade", "data=digits_real"], "use data=digits or data=binarized_mnist, or model=mog_nade"),
+    ],
+)
 def test_cli_errors_are_one_line(tmp_path, args, message):
     line = _one_line(run_cli(TINY + args + [f"hydra.run.dir={tmp_path / 'run'}"], tmp_path))
     assert message in line
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, message", [
-    ([], "run_dir is required"),
-    (["model=nade", "run_dir=x"], "unknown key 'model'"),
-    (["run_dir=RUN", "num_orderings=0"], "num_orderings must be an integer >= 1, got 0"),
-    (["run_dir=RUN", "num_orderings=abc"], "num_orderings must be an integer >= 1, got 'abc'"),
-    (["run_dir=/nonexistent/run"], "run_dir must be a nade-train run dir holding config.yaml"),
-    (["run_dir=EMPTY"], "run_dir must be a nade-train run dir holding config.yaml"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "run_dir is required"),
+        (["model=nade", "run_dir=x"], "unknown key 'model'"),
+        (["run_dir=RUN", "num_orderings=0"], "num_orderings must be an integer >= 1, got 0"),
+        (["run_dir=RUN", "num_orderings=abc"], "num_orderings must be an integer >= 1, got 'abc'"),
+        (["run_dir=/nonexistent/run"], "run_dir must be a nade-train run dir holding config.yaml"),
+        (["run_dir=EMPTY"], "run_dir must be a nade-train run dir holding config.yaml"),
+    ],
+)
 def test_nade_eval_errors_are_one_line(uninterrupted, tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     args = [a.replace("RUN", str(uninterrupted[0])).replace("EMPTY", str(tmp_path / "empty")) for a in args]
@@ -360,8 +409,10 @@ def test_nade_eval_errors_are_one_line(uninterrupted, tmp_path, args, message):
 @pytest.mark.slow
 def test_nade_eval_help_lists_only_its_keys(tmp_path):
     result = run_cli(["--help"], tmp_path, module="nade_jax.eval_cli")
-    assert result.returncode == 0 and "run_dir=DIR" in result.stdout
-    assert "== Configuration groups ==" not in result.stdout and "ordering:" not in result.stdout
+    assert result.returncode == 0
+    assert "run_dir=DIR" in result.stdout
+    assert "== Configuration groups ==" not in result.stdout
+    assert "ordering:" not in result.stdout
 
 
 @pytest.mark.slow
@@ -371,12 +422,13 @@ def test_mismatched_rerun_through_the_cli_leaves_the_run_usable(tmp_path):
     mog = ["model=mog_nade", "data=digits_real", "model.num_components=2"]
     assert run_cli(TINY + mog + [f"hydra.run.dir={run_dir}"], tmp_path).returncode == 0
     before = snapshot(run_dir)
-    line = _one_line(run_cli(TINY + [f"hydra.run.dir={run_dir}"], tmp_path))
+    line = _one_line(run_cli([*TINY, f"hydra.run.dir={run_dir}"], tmp_path))
     assert "holds a different run: data.name (saved 'digits_real', requested 'digits')" in line
     assert snapshot(run_dir) == before
     evaluated = run_cli([f"run_dir={run_dir}", "num_orderings=2", "num_samples=0"], tmp_path, "nade_jax.eval_cli")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    assert evaluated.stderr == "" and len(evaluated.stdout.splitlines()) == 1  # quiet: one line
+    assert evaluated.stderr == ""
+    assert len(evaluated.stdout.splitlines()) == 1
     from nade_jax.report import read_run
 
     assert read_run(run_dir).model == "mog_nade"
@@ -385,31 +437,46 @@ def test_mismatched_rerun_through_the_cli_leaves_the_run_usable(tmp_path):
 @pytest.mark.slow
 def test_huge_learning_rate_exits_nonzero_with_one_line(tmp_path):
     with_progress = [o for o in TINY if "progress" not in o]  # the default progress=true, in a pipe
-    result = run_cli(with_progress + ["optimizer.learning_rate=1e6", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    result = run_cli([*with_progress, "optimizer.learning_rate=1e6", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert result.returncode == 3
     assert "diverged" in _one_line(result)
     # Status lines and the error are in the run's own log file too; no progress bar in pipes.
     log_text = (tmp_path / "run" / "train.log").read_text()
-    assert "nade-train: error:" in log_text and "\r" not in result.stderr
+    assert "nade-train: error:" in log_text
+    assert "\r" not in result.stderr
 
 
 # --- SIGKILL at random moments -------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_resume_after_ten_random_sigkills_is_bit_identical(tmp_path):
     """Kills at random moments, half of them the instant a checkpoint save is in progress;
     every attempt resumes, and the run ends with exactly the uninterrupted run's state."""
-    args = ["model.num_hidden=8", "trainer.max_steps=600", "trainer.checkpoint_every=10", "trainer.eval_every=50",
-            "trainer.log_every=10", "trainer.patience=null", "trainer.num_samples=0", "trainer.progress=false",
-            "logger=none"]
+    args = [
+        "model.num_hidden=8",
+        "trainer.max_steps=600",
+        "trainer.checkpoint_every=10",
+        "trainer.eval_every=50",
+        "trainer.log_every=10",
+        "trainer.patience=null",
+        "trainer.num_samples=0",
+        "trainer.progress=false",
+        "logger=none",
+    ]
     killed, full = tmp_path / "killed", tmp_path / "full"
     rng = random.Random(8)
     env = {**os.environ, "WANDB_MODE": "offline"}
     kills, mid_save, attempts = 0, 0, 0
     while kills < 10 and attempts < 40:
         attempts += 1
-        process = subprocess.Popen([sys.executable, "-m", "nade_jax.train", *args, f"hydra.run.dir={killed}"],
-                                   cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nade_jax.train", *args, f"hydra.run.dir={killed}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         during_save = attempts % 2 == 0
         metrics = killed / "metrics.jsonl"
         start_size = metrics.stat().st_size if metrics.exists() else -1
@@ -419,8 +486,11 @@ def test_resume_after_ten_random_sigkills_is_bit_identical(tmp_path):
                 break
             time.sleep(0.005)
         if during_save:
-            while process.poll() is None and time.time() < deadline and \
-                    not any(".orbax-checkpoint-tmp" in p.name for p in (killed / "checkpoints").iterdir()):
+            while (
+                process.poll() is None
+                and time.time() < deadline
+                and not any(".orbax-checkpoint-tmp" in p.name for p in (killed / "checkpoints").iterdir())
+            ):
                 time.sleep(0.0005)
         else:
             time.sleep(rng.uniform(0.0, 0.6))
@@ -430,9 +500,9 @@ def test_resume_after_ten_random_sigkills_is_bit_identical(tmp_path):
             mid_save += during_save
         process.wait()
     assert kills >= 10, (kills, attempts)
-    resumed = run_cli(args + [f"hydra.run.dir={killed}"], tmp_path)
+    resumed = run_cli([*args, f"hydra.run.dir={killed}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert run_cli(args + [f"hydra.run.dir={full}"], tmp_path).returncode == 0
+    assert run_cli([*args, f"hydra.run.dir={full}"], tmp_path).returncode == 0
     assert_same_state(final_state(killed), final_state(full))
     a, b = (json.loads((d / "summary.json").read_text()) for d in (killed, full))
     assert a == b

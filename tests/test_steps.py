@@ -41,7 +41,8 @@ SHARDED_VERSUS_SINGLE = textwrap.dedent(
             step = steps.make_train_step(graphdef, tx, mesh)
             losses = []
             for _ in range(3):  # the same batch, so the loss must fall
-                params, opt_state, loss = step(params, opt_state, steps.shard_batch(batch, mesh), jax.random.key(0), ordering)
+                sharded = steps.shard_batch(batch, mesh)
+                params, opt_state, loss = step(params, opt_state, sharded, jax.random.key(0), ordering)
                 # Several devices on CPU: the step has blocked (no all-reduce left in flight).
                 assert mesh.size == 1 or all(v.is_ready() for v in jax.tree.leaves((params, opt_state, loss)))
                 losses.append(float(loss))
@@ -93,7 +94,7 @@ def test_step_matches_plain_value_and_grad_with_adam():
     step = steps.make_train_step(graphdef, tx)
     new_params, _, step_loss = step(jax.tree.map(jnp.copy, params), tx.init(params), batch, None, ordering)
     np.testing.assert_allclose(step_loss, loss, rtol=1e-6)
-    for got, want in zip(jax.tree.leaves(new_params), jax.tree.leaves(expected)):
+    for got, want in zip(jax.tree.leaves(new_params), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
@@ -102,11 +103,13 @@ def test_log_prob_fn_matches_the_model():
     graphdef, state = nnx.split(model)
     x = (np.random.default_rng(3).random((4, 10)) < 0.5).astype(np.float32)
     ordering = jnp.arange(10)[::-1]
-    np.testing.assert_allclose(steps.make_log_prob_fn(graphdef)(state, x, ordering), model.log_prob(x, ordering), rtol=1e-6)
+    np.testing.assert_allclose(
+        steps.make_log_prob_fn(graphdef)(state, x, ordering), model.log_prob(x, ordering), rtol=1e-6
+    )
 
 
 def test_mesh_and_batch_placement_are_checked():
-    with pytest.raises(ValueError, match="trainer.devices"):
+    with pytest.raises(ValueError, match=r"trainer\.devices"):
         steps.make_mesh(len(jax.devices()) + 1)
     mesh = steps.make_mesh(1)
     assert mesh.axis_names == (steps.DATA_AXIS,)

@@ -9,14 +9,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-TINY = ["trainer.max_steps=20", "trainer.eval_every=10", "trainer.checkpoint_every=10", "trainer.log_every=10",
-        "trainer.num_samples=0", "trainer.num_eval_orderings=2", "trainer.progress=false", "logger=none"]
+TINY = [
+    "trainer.max_steps=20",
+    "trainer.eval_every=10",
+    "trainer.checkpoint_every=10",
+    "trainer.log_every=10",
+    "trainer.num_samples=0",
+    "trainer.num_eval_orderings=2",
+    "trainer.progress=false",
+    "logger=none",
+]
 
 
 def run_module(module, args, cwd, timeout=600, check=True):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -29,8 +38,11 @@ def finished_runs(sweep_dir):
 @pytest.mark.slow
 def test_basic_launcher_2x2_multirun_and_report(tmp_path):
     sweep = tmp_path / "sweep"
-    run_module("nade_jax.train", ["-m", "ordering=identity,reverse", "model=nade,orderless_nade",
-                                  f"hydra.sweep.dir={sweep}", *TINY], tmp_path)
+    run_module(
+        "nade_jax.train",
+        ["-m", "ordering=identity,reverse", "model=nade,orderless_nade", f"hydra.sweep.dir={sweep}", *TINY],
+        tmp_path,
+    )
     runs = finished_runs(sweep)
     assert len(runs) == 3  # the orderless job under ordering=reverse collapses into the identity one
     collapsed = [json.loads(p.read_text()) for p in sweep.glob("*/status.json")]
@@ -42,7 +54,8 @@ def test_basic_launcher_2x2_multirun_and_report(tmp_path):
         model = "orderless_nade" if "model=orderless_nade" in overrides else "nade"
         ordering = "reverse" if "ordering=reverse" in overrides else "identity"
         pairs.add((model, ordering))
-        assert summary["train/steps"] == 20 and summary["test/nll"] > 0
+        assert summary["train/steps"] == 20
+        assert summary["test/nll"] > 0
     assert pairs == {("nade", "identity"), ("nade", "reverse"), ("orderless_nade", "identity")}
 
     report = run_module("nade_jax.report", [str(sweep)], tmp_path)
@@ -51,7 +64,8 @@ def test_basic_launcher_2x2_multirun_and_report(tmp_path):
     assert len(rows) == 3
     for run in runs:  # every run's test NLL appears in the table
         assert f"{json.loads((run / 'summary.json').read_text())['test/nll']:.3f}" in text
-    assert "orderless_nade · ensemble K=2" in text and "collapsed" in text
+    assert "orderless_nade · ensemble K=2" in text
+    assert "collapsed" in text
     assert (sweep / "report" / "digits_test_nll.png").stat().st_size > 0
     assert (sweep / "report" / "digits_ensembles.png").stat().st_size > 0
     assert "written to" in report.stdout
@@ -60,8 +74,11 @@ def test_basic_launcher_2x2_multirun_and_report(tmp_path):
 @pytest.mark.slow
 def test_submitit_local_multirun(tmp_path):
     sweep = tmp_path / "sweep"
-    run_module("nade_jax.train", ["-m", "hydra/launcher=submitit_local_cpu", "ordering=identity,reverse",
-                                  f"hydra.sweep.dir={sweep}", *TINY], tmp_path)
+    run_module(
+        "nade_jax.train",
+        ["-m", "hydra/launcher=submitit_local_cpu", "ordering=identity,reverse", f"hydra.sweep.dir={sweep}", *TINY],
+        tmp_path,
+    )
     runs = finished_runs(sweep)
     assert len(runs) == 2
     assert all(json.loads((r / "summary.json").read_text())["train/steps"] == 20 for r in runs)
@@ -70,18 +87,26 @@ def test_submitit_local_multirun(tmp_path):
 @pytest.mark.slow
 def test_nade_eval_reproduces_the_runs_ordering_table(tmp_path):
     run_dir = tmp_path / "run"
-    run_module("nade_jax.train", ["model=orderless_nade", "model.hidden=[16]", f"hydra.run.dir={run_dir}",
-                                  *[o for o in TINY if "num_eval_orderings" not in o],
-                                  "trainer.num_eval_orderings=4"], tmp_path)
+    run_module(
+        "nade_jax.train",
+        [
+            "model=orderless_nade",
+            "model.hidden=[16]",
+            f"hydra.run.dir={run_dir}",
+            *[o for o in TINY if "num_eval_orderings" not in o],
+            "trainer.num_eval_orderings=4",
+        ],
+        tmp_path,
+    )
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    table = [r for r in logged if "test/nll_per_ordering" in r][0]
-    run_module("nade_jax.eval_cli", [f"run_dir={run_dir}", "num_orderings=4", "seed=1234", "num_samples=4"],
-               tmp_path)
+    table = next(r for r in logged if "test/nll_per_ordering" in r)
+    run_module("nade_jax.eval_cli", [f"run_dir={run_dir}", "num_orderings=4", "seed=1234", "num_samples=4"], tmp_path)
     result = json.loads((run_dir / "eval_K4.json").read_text())
     assert list(result["per_ordering"]) == table["test/ordering_names"]
     assert list(result["per_ordering"].values()) == pytest.approx(table["test/nll_per_ordering"], rel=1e-6)
     assert [result["ensemble"][str(k)] for k in table["test/ensemble_curve_k"]] == pytest.approx(
-        table["test/ensemble_curve_nll"], rel=1e-6)
+        table["test/ensemble_curve_nll"], rel=1e-6
+    )
     assert (run_dir / "samples_eval_K4.png").exists()
 
 
@@ -91,8 +116,12 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path, launcher):
     """`-m trainer.batch_size=5000,20`: job 0 fails its config check, job 1 still runs to the
     end; the multirun ends with one summary naming the failure and exits non-zero."""
     sweep = tmp_path / "sweep"
-    result = run_module("nade_jax.train", ["-m", f"hydra/launcher={launcher}", "trainer.batch_size=5000,20",
-                                           f"hydra.sweep.dir={sweep}", *TINY], tmp_path, check=False)
+    result = run_module(
+        "nade_jax.train",
+        ["-m", f"hydra/launcher={launcher}", "trainer.batch_size=5000,20", f"hydra.sweep.dir={sweep}", *TINY],
+        tmp_path,
+        check=False,
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     failed_dir = next(sweep.glob("0_*"))
@@ -100,7 +129,8 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path, launcher):
     summary = [line for line in result.stderr.splitlines() if line.startswith(("multirun:", "  failed:"))]
     assert summary == ["multirun: 1 finished, 1 failed (of 2 jobs)", f"  failed: job 0 in {failed_dir}: {reason}"]
     status = json.loads((failed_dir / "status.json").read_text())
-    assert status["status"] == "failed" and status["reason"] == reason
+    assert status["status"] == "failed"
+    assert status["reason"] == reason
     finished = next(sweep.glob("1_*"))
     assert json.loads((finished / "status.json").read_text())["status"] == "finished"
     assert json.loads((finished / "summary.json").read_text())["train/steps"] == 20
@@ -111,9 +141,18 @@ def test_optuna_search_runs_three_trials_on_validation_nll(tmp_path):
     """hparams_search=nade_digits_optuna with 3 trials; the value Optuna minimises is each
     trial's best validation NLL (never a test figure)."""
     sweep = tmp_path / "search"
-    run_module("nade_jax.train", ["-m", "hparams_search=nade_digits_optuna", "hydra.sweeper.n_trials=3",
-                                  "hydra.sweeper.sampler.n_startup_trials=3", f"hydra.sweep.dir={sweep}", *TINY],
-               tmp_path)
+    run_module(
+        "nade_jax.train",
+        [
+            "-m",
+            "hparams_search=nade_digits_optuna",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.sampler.n_startup_trials=3",
+            f"hydra.sweep.dir={sweep}",
+            *TINY,
+        ],
+        tmp_path,
+    )
     trials = finished_runs(sweep)
     assert len(trials) == 3
     summaries = [json.loads((t / "summary.json").read_text()) for t in trials]

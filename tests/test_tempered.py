@@ -13,15 +13,17 @@ from nade_jax.models import BinaryNADE
 from nade_jax.models.tempered import TemperedNADE
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
 
 
 def test_readme_shows_the_module_as_it_is():
     module = (Path(__file__).resolve().parent.parent / "nade_jax/models/tempered.py").read_text()
-    assert module[module.index("from __future__"):] in PYTHON_BLOCKS
+    assert module[module.index("from __future__") :] in PYTHON_BLOCKS
 
 
-@pytest.mark.parametrize("marker", ["from nade_jax.models import MADE", "from nade_jax.models.tempered import TemperedNADE"])
+@pytest.mark.parametrize(
+    "marker", ["from nade_jax.models import MADE", "from nade_jax.models.tempered import TemperedNADE"]
+)
 def test_readme_snippets_run_as_written(marker):
     (block,) = [block for block in PYTHON_BLOCKS if marker in block]
     exec(compile(block, "README.md", "exec"), {})
@@ -57,5 +59,5 @@ def test_autodiff_engine_prototypes_the_same_variant():
         model.log_temperature[...] = np.float32(0.3)
     results = [nnx.value_and_grad(lambda m: m.loss(x, None, ordering))(model) for model in models]
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
-    for got, want in zip(jax.tree.leaves(results[0][1]), jax.tree.leaves(results[1][1])):
+    for got, want in zip(jax.tree.leaves(results[0][1]), jax.tree.leaves(results[1][1]), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

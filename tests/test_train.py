@@ -14,10 +14,19 @@ from hydra import compose, initialize_config_dir
 from nade_jax import evaluate
 from nade_jax.runs import Diverged, restore_run
 from nade_jax.train import train
+from nade_jax.versions import library_versions
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
-TINY = ["model.num_hidden=16", "trainer.max_steps=60", "trainer.eval_every=20", "trainer.checkpoint_every=20",
-        "trainer.log_every=10", "trainer.num_samples=8", "trainer.progress=false", "logger=none"]
+TINY = [
+    "model.num_hidden=16",
+    "trainer.max_steps=60",
+    "trainer.eval_every=20",
+    "trainer.checkpoint_every=20",
+    "trainer.log_every=10",
+    "trainer.num_samples=8",
+    "trainer.progress=false",
+    "logger=none",
+]
 
 
 def compose_config(overrides):
@@ -31,8 +40,9 @@ def read_jsonl(path):
 
 def run_cli(args, cwd, env=None, timeout=300, module="nade_jax.train"):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_tiny_run_logs_and_checkpoints_what_it_reports(tmp_path):
@@ -43,48 +53,61 @@ def test_tiny_run_logs_and_checkpoints_what_it_reports(tmp_path):
     assert [r["step"] for r in records if "val/nll" in r] == [20, 40, 60]
     assert metrics["test/nll"] < metrics["test/baseline_nll"] + 5  # sane scale on 64 binary pixels
     assert (tmp_path / "samples.png").stat().st_size > 0
+    # The exact library versions of the run sit beside its config.
+    versions = json.loads((tmp_path / "versions.json").read_text())
+    assert versions == library_versions()
+    assert {"python", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "hydra-core", "wandb"} <= set(versions)
     # The checkpoint's best parameters reproduce the logged test NLL exactly.
     run = restore_run(tmp_path)
     assert evaluate.nll(run.model, run.splits.test, None) == pytest.approx(metrics["test/nll"], rel=1e-6)
 
 
 def test_mog_nade_run_on_real_digits_beats_the_gaussian_baseline(tmp_path):
-    cfg = compose_config(TINY + ["model=mog_nade", "data=digits_real", "trainer.max_steps=300", "model.num_components=3"])
+    cfg = compose_config(
+        [*TINY, "model=mog_nade", "data=digits_real", "trainer.max_steps=300", "model.num_components=3"]
+    )
     metrics = train(cfg, tmp_path)
     assert metrics["test/nll"] < metrics["test/baseline_nll"] - 20  # 64 dependent pixels vs independent
 
 
 def test_orderless_run_reports_orderings_and_ensembles(tmp_path):
     trainer_only = [o for o in TINY if not o.startswith("model.")]
-    cfg = compose_config(trainer_only + ["model=orderless_nade", "model.hidden=[16]", "trainer.num_eval_orderings=16"])
+    cfg = compose_config([*trainer_only, "model=orderless_nade", "model.hidden=[16]", "trainer.num_eval_orderings=16"])
     metrics = train(cfg, tmp_path)
-    table = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "test/nll_per_ordering" in r][0]
+    table = next(r for r in read_jsonl(tmp_path / "metrics.jsonl") if "test/nll_per_ordering" in r)
     assert table["test/ordering_names"][:2] == ["random_0", "random_1"]
     assert table["test/ensemble_curve_k"] == [1, 2, 4, 8, 16]
     # The ensemble of 1 is the first ordering; the headline figure is the mean over 10 random
     # orderings (with its standard error); identity and reverse are reported, labelled.
     assert table["test/ensemble_curve_nll"][0] == pytest.approx(table["test/nll_per_ordering"][0], rel=1e-6)
     assert metrics["test/nll"] == pytest.approx(np.mean(table["test/nll_per_ordering"][:10]), rel=1e-5)
-    assert metrics["test/nll_se"] > 0 and {"test/identity_nll", "test/reverse_nll"} <= set(metrics)
+    assert metrics["test/nll_se"] > 0
+    assert {"test/identity_nll", "test/reverse_nll"} <= set(metrics)
     # Selection used the masked-objective estimate on validation.
     run = restore_run(tmp_path)
-    assert metrics["val/best_nll"] == pytest.approx(evaluate.masked_nll_estimate(run.model, run.splits.val,
-                                                                                 batch_size=1000), rel=1e-5)
+    assert metrics["val/best_nll"] == pytest.approx(
+        evaluate.masked_nll_estimate(run.model, run.splits.val, batch_size=1000), rel=1e-5
+    )
     # Averaging probabilities over orderings never does worse than the average ordering.
     assert table["test/ensemble_curve_nll"][-1] <= np.mean(table["test/nll_per_ordering"]) + 1e-6
 
 
 @pytest.mark.parametrize(
-    "overrides, message",
+    ("overrides", "message"),
     [
         (["model.num_hidden=-3"], "num_hidden must be an integer >= 1"),
         (["trainer.batch_size=5000"], "trainer.batch_size must be <= the 1400 training examples"),
         (["trainer.batch_size=-1"], "trainer.batch_size must be an integer >= 1"),
-        (["model=mog_nade"], "needs real data, but data=digits is binary; use data=digits_real or "
-                             "data=mnist5k_real, or model=nade"),
+        (
+            ["model=mog_nade"],
+            "needs real data, but data=digits is binary; use data=digits_real or data=mnist5k_real, or model=nade",
+        ),
         # The suggestion names a model for the data given (the old message suggested model=nade here).
-        (["data=digits_real"], "needs binary data, but data=digits_real is real; use data=digits or "
-                               "data=mnist5k, or model=mog_nade or model=orderless_mog_nade"),
+        (
+            ["data=digits_real"],
+            "needs binary data, but data=digits_real is real; use data=digits or "
+            "data=mnist5k, or model=mog_nade or model=orderless_mog_nade",
+        ),
         (["data.name=cifar"], "data.name must be one of"),
         (["ordering.kind=diagonal"], "ordering.kind must be one of"),
         (["optimizer.schedule=cosine"], "optimizer.schedule must be one of"),
@@ -101,8 +124,13 @@ def test_bad_config_values_name_the_key(tmp_path, overrides, message):
 def test_cli_bad_config_is_one_line_without_traceback(tmp_path):
     # Through the installed console script, from outside the checkout: it must find conf/.
     script = str(Path(sys.executable).with_name("nade-train"))
-    result = subprocess.run([script, "logger=none", "trainer.batch_size=100000", f"hydra.run.dir={tmp_path}"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [script, "logger=none", "trainer.batch_size=100000", f"hydra.run.dir={tmp_path}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "nade-train: error:" in line]
@@ -113,7 +141,8 @@ def test_cli_bad_config_is_one_line_without_traceback(tmp_path):
 def test_cli_unknown_dataset_group_lists_choices(tmp_path):
     result = run_cli(["data=cifar", f"hydra.run.dir={tmp_path}"], tmp_path)
     assert result.returncode != 0
-    assert "Could not find 'data/cifar'" in result.stderr and "digits" in result.stderr
+    assert "Could not find 'data/cifar'" in result.stderr
+    assert "digits" in result.stderr
 
 
 def test_nan_loss_stops_within_one_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
@@ -151,12 +180,17 @@ def _wandb_history(run_dir, attempts=1):
     assert len(offline) == attempts, offline
     history, runs = [], []
     for attempt in offline:
-        result = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(attempt)],
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(attempt)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if result.returncode != 0:  # older CLIs: `wandb leet` is only a console script
             wandb_cli = Path(sys.executable).with_name("wandb")
-            result = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(attempt)],
-                                    capture_output=True, text=True, timeout=120)
+            result = subprocess.run(
+                [str(wandb_cli), "leet", "inspect", "--json", str(attempt)], capture_output=True, text=True, timeout=120
+            )
         records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
         history += [r["history"] for r in records if r["type"] == "history"]
         runs += [r["run"] for r in records if r["type"] == "run"]
@@ -214,7 +248,10 @@ def test_offline_wandb_run_reads_back_the_logged_metrics(tmp_path):
     cfg = compose_config([o for o in TINY if o != "logger=none"] + ["logger.mode=offline", "experiment_name=tiny"])
     train(cfg, tmp_path)
     history, runs = _wandb_history(tmp_path)
-    assert runs and runs[0]["run_group"] == "tiny"
+    assert runs
+    assert runs[0]["run_group"] == "tiny"
+    # The W&B config records the same library versions as the run dir.
+    assert runs[0]["config"]["update"]["versions"] == json.loads((tmp_path / "versions.json").read_text())
     logged = {}
     for item in history:
         step = int(item["step"]["num"]) if "step" in item else None
@@ -235,13 +272,19 @@ def test_offline_wandb_run_reads_back_the_logged_metrics(tmp_path):
 def test_two_host_devices_train_like_one(tmp_path):
     """trainer.devices=2 shards every batch over 2 XLA host devices; the run ends where the
     single-device run ends (same data order, same gradients up to summation order)."""
-    args = ["logger=none", "model.num_hidden=16", "trainer.max_steps=40", "trainer.eval_every=20",
-            "trainer.num_samples=0", "trainer.progress=false"]
+    args = [
+        "logger=none",
+        "model.num_hidden=16",
+        "trainer.max_steps=40",
+        "trainer.eval_every=20",
+        "trainer.num_samples=0",
+        "trainer.progress=false",
+    ]
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     summaries = []
     for devices in (1, 2):
         run_dir = tmp_path / f"devices_{devices}"
-        result = run_cli(args + [f"trainer.devices={devices}", f"hydra.run.dir={run_dir}"], tmp_path, env=env)
+        result = run_cli([*args, f"trainer.devices={devices}", f"hydra.run.dir={run_dir}"], tmp_path, env=env)
         assert result.returncode == 0, result.stderr[-2000:]
         summaries.append(json.loads((run_dir / "summary.json").read_text()))
     assert summaries[1]["test/nll"] == pytest.approx(summaries[0]["test/nll"], rel=1e-5)

@@ -1,5 +1,7 @@
 """nade_jax.versions: the exact library versions a run records."""
 
+import json
+import logging
 import platform
 from importlib import metadata
 
@@ -7,7 +9,8 @@ import jax
 import jaxlib
 import numpy as np
 
-from nade_jax.versions import LIBRARIES, NOT_INSTALLED, library_versions
+from nade_jax import versions
+from nade_jax.versions import LIBRARIES, NOT_INSTALLED, VERSIONS_FILE, library_versions, record_versions
 
 
 def test_records_every_library_with_the_installed_version():
@@ -27,3 +30,18 @@ def test_a_missing_library_is_recorded_not_raised():
     versions = library_versions(("jax", "surely-not-a-real-distribution-nade"))
     assert versions["surely-not-a-real-distribution-nade"] == NOT_INSTALLED
     assert versions["jax"] == jax.__version__
+
+
+def test_run_dir_keeps_the_first_versions_and_warns_when_a_resume_differs(tmp_path, monkeypatch, caplog):
+    assert record_versions(tmp_path) == library_versions()
+    first = json.loads((tmp_path / VERSIONS_FILE).read_text())
+    assert first == library_versions()
+    with caplog.at_level(logging.WARNING, logger="nade_jax.versions"):
+        record_versions(tmp_path)  # same versions: silent
+    assert not caplog.records
+    upgraded = {**library_versions(), "jax": "99.0"}
+    monkeypatch.setattr(versions, "library_versions", lambda: upgraded)
+    with caplog.at_level(logging.WARNING, logger="nade_jax.versions"):
+        assert record_versions(tmp_path) == upgraded
+    assert f"jax {first['jax']} -> 99.0" in caplog.text
+    assert json.loads((tmp_path / VERSIONS_FILE).read_text()) == first  # the run's start is kept

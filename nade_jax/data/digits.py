@@ -29,7 +29,7 @@ IMAGE_SHAPE = (8, 8)
 MAX_PIXEL = 16
 
 
-def _split_pixels(seed: int, num_train: int, num_val: int):
+def _split_pixels(seed: int, num_train: int, num_val: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, val, test) raw grey levels 0..16 as float64, each of shape (N_split, 64)."""
     from sklearn.datasets import load_digits  # bundled with sklearn: no network
 
@@ -39,7 +39,7 @@ def _split_pixels(seed: int, num_train: int, num_val: int):
     return train, val, test
 
 
-def digits(seed: int = 0, threshold=8, num_train: int = 1400, num_val: int = 200) -> Splits:
+def digits(seed: int = 0, threshold: float = 8, num_train: int = 1400, num_val: int = 200) -> Splits:
     """Binary 8x8 digits, 1 where the grey level is >= ``threshold``; D = 64."""
     seed = check_seed(seed)
     num_train, num_val = check_split_sizes(num_train, num_val, NUM_EXAMPLES)
@@ -60,6 +60,4 @@ def digits_real(seed: int = 0, num_train: int = 1400, num_val: int = 200) -> Spl
     noise_rng = np.random.default_rng([seed, 1])
     noisy = [preprocess.dequantise(x, noise_rng) for x in pixels]
     (train, val, test), mean, std = preprocess.standardise(*noisy)
-    return Splits(
-        "digits_real", train, val, test, binary=False, image_shape=IMAGE_SHAPE, mean=mean, std=std
-    )
+    return Splits("digits_real", train, val, test, binary=False, image_shape=IMAGE_SHAPE, mean=mean, std=std)

@@ -48,7 +48,7 @@ def _read_bundle(file: Path) -> list[np.ndarray]:
     )
 
 
-def read_binarized_mnist(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_binarized_mnist(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, valid, test) float32 arrays of shape (N, 784) read from the directory ``path``."""
     directory = Path(os.fspath(path)).expanduser()
     if not directory.is_dir():
@@ -66,4 +66,5 @@ def read_binarized_mnist(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 "nor binarized_mnist.npz"
             )
         arrays = _read_bundle(bundle)
-    return tuple(np.asarray(a, np.float32).reshape(len(a), -1) for a in arrays)
+    train, val, test = (np.asarray(a, np.float32).reshape(len(a), -1) for a in arrays)
+    return train, val, test

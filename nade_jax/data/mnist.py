@@ -32,7 +32,9 @@ IMAGE_SHAPE = (28, 28)
 BINARIZATIONS = ("dynamic", "static", "threshold")
 
 
-def binarized_mnist(data_dir=None, download: bool = False, path=None) -> Splits:
+def binarized_mnist(
+    data_dir: str | os.PathLike[str] | None = None, download: bool = False, path: str | os.PathLike[str] | None = None
+) -> Splits:
     """Binarised MNIST with the standard 50000/10000/10000 train/validation/test splits; D = 784.
 
     With ``path`` (a directory), read from Larochelle's ``.amat`` files or their ``.npz``
@@ -45,9 +47,7 @@ def binarized_mnist(data_dir=None, download: bool = False, path=None) -> Splits:
             raise ValueError(f"data.path must be a directory or null, got {path!r}")
         train, val, test = local_files.read_binarized_mnist(path)
         return Splits("binarized_mnist", train, val, test, binary=True, image_shape=IMAGE_SHAPE)
-    sources = tfds_source.open_sources(
-        "binarized_mnist", ("train", "validation", "test"), data_dir, download
-    )
+    sources = tfds_source.open_sources("binarized_mnist", ("train", "validation", "test"), data_dir, download)
     # TFDS stores these images as 0/1 uint8, not 0/255.
     train, val, test = (tfds_source.read_images(s).astype(np.float32) for s in sources.values())
     return Splits("binarized_mnist", train, val, test, binary=True, image_shape=IMAGE_SHAPE)
@@ -57,7 +57,7 @@ def mnist(
     binarization: str = "dynamic",
     num_val: int = 10_000,
     seed: int = 0,
-    data_dir=None,
+    data_dir: str | os.PathLike[str] | None = None,
     download: bool = False,
 ) -> Splits:
     """Binarised grey-level MNIST with a seeded validation split carved from train; D = 784."""
@@ -69,13 +69,9 @@ def mnist(
     sources = tfds_source.open_sources("mnist", ("train", "test"), data_dir, download)
     num_available = len(sources["train"])
     if num_val >= num_available:
-        raise ValueError(
-            f"data.num_val must be below the {num_available} mnist train images, got {num_val}"
-        )
+        raise ValueError(f"data.num_val must be below the {num_available} mnist train images, got {num_val}")
 
-    train_all, test = (
-        tfds_source.read_images(s).astype(np.float32) / 255.0 for s in sources.values()
-    )
+    train_all, test = (tfds_source.read_images(s).astype(np.float32) / 255.0 for s in sources.values())
     order = np.random.default_rng(seed).permutation(num_available)
     val, train = train_all[order[:num_val]], train_all[order[num_val:]]
 

@@ -75,7 +75,7 @@ def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
     return np.lexsort((tie_break, position))
 
 
-def _split(arrays: np.ndarray, labels: np.ndarray, seed: int, num_train: int, num_val: int):
+def _split(arrays: np.ndarray, labels: np.ndarray, seed: int, num_train: int, num_val: int) -> list[np.ndarray]:
     order = stratified_order(labels, seed)
     return np.split(arrays[order], [num_train, num_train + num_val])
 
@@ -112,9 +112,7 @@ def mnist5k(
     )
 
 
-def mnist5k_real(
-    seed: int = 0, scale: str = "unit", num_train: int = 4000, num_val: int = 500
-) -> Splits:
+def mnist5k_real(seed: int = 0, scale: str = "unit", num_train: int = 4000, num_val: int = 500) -> Splits:
     """Real-valued 28x28 MNIST digits, dequantised to (grey + u) / 256; D = 784."""
     seed = check_seed(seed)
     scale = check_choice(scale, "data.scale", SCALES)
@@ -125,9 +123,7 @@ def mnist5k_real(
     train, val, test = _split(noisy, labels, seed, num_train, num_val)
     if scale == "standardise":
         (train, val, test), mean, std = preprocess.standardise(train, val, test)
-        return Splits(
-            "mnist5k_real", train, val, test, binary=False, image_shape=IMAGE_SHAPE, mean=mean, std=std
-        )
+        return Splits("mnist5k_real", train, val, test, binary=False, image_shape=IMAGE_SHAPE, mean=mean, std=std)
     unit = np.float32(MAX_PIXEL + 1)
     return Splits(
         "mnist5k_real",

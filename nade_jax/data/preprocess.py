@@ -19,7 +19,7 @@ def bernoulli_sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(probs.shape) < probs).astype(np.float32)
 
 
-def dynamic_binarize(key: jax.Array, probs: jax.Array, rows=None) -> jax.Array:
+def dynamic_binarize(key: jax.Array, probs: jax.Array, rows: jax.Array | None = None) -> jax.Array:
     """(B, D) fresh 0/1 images for one training batch of grey levels ``probs`` in [0, 1].
 
     Row i's noise comes from ``fold_in(key, rows[i])`` alone, where ``rows`` (B,) are the
@@ -37,7 +37,7 @@ def dequantise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (np.asarray(x, np.float64) + rng.random(np.shape(x))).astype(np.float32)
 
 
-def standardise(train: np.ndarray, *others: np.ndarray):
+def standardise(train: np.ndarray, *others: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
     """Standardises every array with the per-pixel mean and std of ``train``.
 
     Returns:
@@ -48,7 +48,5 @@ def standardise(train: np.ndarray, *others: np.ndarray):
     mean = train.mean(0)
     std = train.std(0)
     std = np.where(std < _MIN_STD, 1.0, std)
-    arrays = tuple(
-        ((np.asarray(a, np.float64) - mean) / std).astype(np.float32) for a in (train, *others)
-    )
+    arrays = tuple(((np.asarray(a, np.float64) - mean) / std).astype(np.float32) for a in (train, *others))
     return arrays, mean.astype(np.float32), std.astype(np.float32)

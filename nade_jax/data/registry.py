@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from typing import Any
 
 from nade_jax.data.digits import digits, digits_real
 from nade_jax.data.digits_levels import digits_levels
@@ -10,7 +12,7 @@ from nade_jax.data.mnist import binarized_mnist, mnist
 from nade_jax.data.mnist5k import mnist5k, mnist5k_real
 from nade_jax.data.splits import Splits
 
-_LOADERS = {
+_LOADERS: dict[str, Callable[..., Splits]] = {
     "digits": digits,
     "digits_real": digits_real,
     "binarized_mnist": binarized_mnist,
@@ -22,20 +24,18 @@ _LOADERS = {
 DATASETS = tuple(_LOADERS)
 
 
-def load(name: str, **options) -> Splits:
+def load(name: str, **options: Any) -> Splits:
     """Loads dataset ``name`` (one of ``DATASETS``) with its loader's keyword ``options``.
 
     Unknown names and options, and bad option values, raise ``ValueError`` naming the
     ``data.<field>`` before any data is read. TFDS datasets that are not prepared raise
     ``DataUnavailableError`` (a ``ValueError``) saying how to prepare them.
     """
-    if not isinstance(name, str) or name not in _LOADERS:
+    if name not in DATASETS:  # a tuple: any config value, even unhashable, compares
         raise ValueError(f"data.name must be one of {list(DATASETS)}, got {name!r}")
     loader = _LOADERS[name]
     allowed = list(inspect.signature(loader).parameters)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(
-            f"data.{unknown[0]} is not an option of data.name={name!r}; its options are {allowed}"
-        )
+        raise ValueError(f"data.{unknown[0]} is not an option of data.name={name!r}; its options are {allowed}")
     return loader(**options)

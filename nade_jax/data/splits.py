@@ -37,10 +37,11 @@ class Splits:
     std: np.ndarray | None = None
     num_categories: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.dynamic_binarization and not self.binary:
             raise ValueError(f"{self.name}: dynamic_binarization requires binary data")
-        self.image_shape = tuple(int(s) for s in self.image_shape)
+        height, width = self.image_shape
+        self.image_shape = (int(height), int(width))
         num_inputs = int(np.prod(self.image_shape))
         # Dynamically binarised train data holds probabilities, not 0/1 values.
         train_binary = self.binary and not self.dynamic_binarization
@@ -52,8 +53,12 @@ class Splits:
         if self.num_categories is not None:
             for split in ("train", "val", "test"):
                 values = getattr(self, split)
-                if self.binary or not np.all((values == np.round(values)) & (values >= 0) & (values < self.num_categories)):
-                    raise ValueError(f"{self.name} {split} must hold integers 0 … {self.num_categories - 1} (categorical)")
+                if self.binary or not np.all(
+                    (values == np.round(values)) & (values >= 0) & (values < self.num_categories)
+                ):
+                    raise ValueError(
+                        f"{self.name} {split} must hold integers 0 … {self.num_categories - 1} (categorical)"
+                    )
 
     @property
     def kind(self) -> str:
@@ -63,4 +68,4 @@ class Splits:
     @property
     def num_inputs(self) -> int:
         """D, the number of dimensions of one example."""
-        return self.train.shape[1]
+        return int(self.train.shape[1])

@@ -10,6 +10,7 @@ before failing, which is why downloading is opt-in.)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,11 +23,7 @@ class DataUnavailableError(ValueError):
 
 
 def _how_to_prepare(name: str, data_dir: str | None, download: bool, cause: BaseException) -> str:
-    where = (
-        f"data_dir={data_dir!r}"
-        if data_dir
-        else "the default data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
-    )
+    where = f"data_dir={data_dir!r}" if data_dir else "the default data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
     dir_arg = f", data_dir={data_dir!r}" if data_dir else ""
     prepare = (
         f'pip install -e ".[tf,tfds]" (in the nade_jax checkout) && python -c "import tensorflow_datasets as tfds; '
@@ -46,13 +43,13 @@ def _how_to_prepare(name: str, data_dir: str | None, download: bool, cause: Base
     )
 
 
-def open_sources(name: str, splits: Sequence[str], data_dir: str | None, download: bool) -> dict:
+def open_sources(name: str, splits: Sequence[str], data_dir: str | None, download: bool) -> dict[str, Any]:
     """Opens one random-access source per split name; raises DataUnavailableError if absent."""
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
         raise DataUnavailableError(
-            f'{name} is read through tensorflow-datasets, which is not installed ({e}): '
+            f"{name} is read through tensorflow-datasets, which is not installed ({e}): "
             f'pip install -e ".[tfds]" (in the nade_jax checkout), or use the offline data.name=digits'
         ) from e
     sources = {}
@@ -72,7 +69,7 @@ def open_sources(name: str, splits: Sequence[str], data_dir: str | None, downloa
     return sources
 
 
-def read_images(source) -> np.ndarray:
+def read_images(source: Any) -> np.ndarray:
     """(N, H·W) uint8: every image of a TFDS source whose examples hold ``image`` (H, W, 1)."""
     num = len(source)
     chunks = [

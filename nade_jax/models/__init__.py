@@ -11,13 +11,13 @@ from nade_jax.models.orderless import OrderlessNADE
 from nade_jax.models.rnade import MoGNADE
 
 __all__ = [
+    "FVSBN",
+    "MADE",
     "BernoulliHead",
     "BinaryNADE",
     "CategoricalHead",
     "CategoricalNADE",
     "DensityModel",
-    "FVSBN",
-    "MADE",
     "MarkovChain",
     "MoGHead",
     "MoGNADE",

@@ -22,11 +22,13 @@ from __future__ import annotations
 import abc
 import functools
 import inspect
-from typing import ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import jax
 import numpy as np
 from flax import nnx
+from jax.typing import ArrayLike
 
 from nade_jax.validation import as_ordering, check_batch, check_positive_int, is_concrete
 
@@ -35,7 +37,7 @@ DATA_KINDS: tuple[str, ...] = ("binary", "categorical", "real")
 CONTRACT_METHODS = ("log_prob", "sample", "loss")
 
 
-def check_values(x, data_kind: str, num_categories: int | None = None, name: str = "x") -> None:
+def check_values(x: ArrayLike, data_kind: str, num_categories: int | None = None, name: str = "x") -> None:
     """Raises ``ValueError`` when concrete ``x`` holds values outside the data kind's support:
     0/1 for ``binary``, integers 0 … num_categories-1 for ``categorical``."""
     if not is_concrete(x) or data_kind == "real":
@@ -46,27 +48,36 @@ def check_values(x, data_kind: str, num_categories: int | None = None, name: str
         allowed = "0/1 values"
     else:
         bad = values[(values != np.round(values)) | (values < 0) | (values >= num_categories)]
+        assert num_categories is not None, "a categorical check needs num_categories"
         allowed = f"integers 0 … {num_categories - 1} (num_categories={num_categories})"
     if bad.size:
-        raise ValueError(f"{name} must hold {allowed} for a {data_kind} model, got values such as {np.unique(bad)[:5].tolist()}")
+        raise ValueError(
+            f"{name} must hold {allowed} for a {data_kind} model, got values such as {np.unique(bad)[:5].tolist()}"
+        )
 
 
-def _is_array(value) -> bool:
+def _is_array(value: object) -> bool:
     return isinstance(value, (jax.Array, np.ndarray, np.generic))
 
 
-def _any_tracer(tree) -> bool:
+def _any_tracer(tree: Any) -> bool:
     return any(not is_concrete(leaf) for leaf in jax.tree.leaves(tree))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "method", "static"))
-def _compiled_call(graphdef, state, method, static, arrays):
+def _compiled_call(
+    graphdef: nnx.GraphDef[DensityModel],
+    state: nnx.State[Any, Any],
+    method: Callable[..., jax.Array],
+    static: tuple[tuple[str, Any], ...],
+    arrays: dict[str, Any],
+) -> jax.Array:
     """Runs ``method`` (an undecorated contract method) on the merged model; compiled once
     per graphdef, method, static arguments and array shapes."""
     return method(nnx.merge(graphdef, state), **dict(static), **arrays)
 
 
-def _check_arguments(model, arguments: dict) -> None:
+def _check_arguments(model: DensityModel, arguments: dict[str, Any]) -> None:
     """The contract's argument checks, on concrete values, before any compiled work."""
     if "x" in arguments:
         x = arguments["x"]
@@ -82,12 +93,15 @@ def _check_arguments(model, arguments: dict) -> None:
         raise ValueError(f"key must be a jax.random key, got {type(arguments['key']).__name__}")
 
 
-def _compile_eager_calls(method):
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _compile_eager_calls(method: _Method) -> _Method:
     """Wraps a contract method: eager calls are validated, then run through ``_compiled_call``."""
     signature = inspect.signature(method)
 
     @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: DensityModel, *args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         arguments = dict(bound.arguments)
@@ -101,7 +115,7 @@ def _compile_eager_calls(method):
         return _compiled_call(graphdef, state, method, static, arrays)
 
     wrapper.__wrapped__ = method
-    return wrapper
+    return wrapper  # type: ignore[return-value]  # same signature as method, by functools.wraps
 
 
 class DensityModel(nnx.Module, abc.ABC):
@@ -124,12 +138,12 @@ class DensityModel(nnx.Module, abc.ABC):
     Python scalars are static (a new value compiles anew).
     """
 
-    is_orderless: ClassVar[bool] = False
+    is_orderless: bool = False  # a class default; MADE sets it per instance (order_agnostic)
     num_categories: int | None = None
     num_inputs: int
     data_kind: DataKind
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name in CONTRACT_METHODS:
             method = cls.__dict__.get(name)
@@ -155,7 +169,7 @@ class DensityModel(nnx.Module, abc.ABC):
         only, so that training does not depend on the device count (OrderlessNADE)."""
 
     @abc.abstractmethod
-    def init_from_data(self, x) -> None:
+    def init_from_data(self, x: ArrayLike) -> None:
         """Data-dependent initialisation (e.g. output biases from marginals); x (N, D) numpy."""
 
     def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
@@ -163,8 +177,9 @@ class DensityModel(nnx.Module, abc.ABC):
         order, that ``log_prob`` sums: the same pass, not a second one. Every model here
         implements it; ``nade_jax.profiles.per_position_log_prob`` is its checked, compiled
         entry point."""
-        raise NotImplementedError(f"{type(self).__name__} does not expose its per-position log-probabilities "
-                                  f"(implement _log_prob_terms)")
+        raise NotImplementedError(
+            f"{type(self).__name__} does not expose its per-position log-probabilities (implement _log_prob_terms)"
+        )
 
     def evaluation_orderings(self, num_orderings: int) -> jax.Array | None:
         """(K, D) the orderings an orderless model should be evaluated and ensembled under,
@@ -178,7 +193,7 @@ class DensityModel(nnx.Module, abc.ABC):
 REQUIRED_METHODS = ("log_prob", "sample", "loss", "init_from_data")
 
 
-def check_model(model) -> None:
+def check_model(model: object) -> None:
     """Raises ``TypeError`` naming the first missing or malformed piece of the contract."""
     name = type(model).__name__
     for method in REQUIRED_METHODS:
@@ -197,6 +212,6 @@ def check_model(model) -> None:
         raise TypeError(f"model {name}: is_orderless must be a bool")
 
 
-def bits_per_dim(nll_nats, num_inputs: int):
+def bits_per_dim(nll_nats: float, num_inputs: int) -> float:
     """A per-example NLL in nats as bits per dimension: nats / (D · ln 2)."""
-    return nll_nats / (num_inputs * np.log(2.0))
+    return float(nll_nats / (num_inputs * np.log(2.0)))

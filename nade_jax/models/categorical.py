@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import DTypeLike
 
 from nade_jax.models.heads import CategoricalHead
 from nade_jax.models.nade import NADEStep, SharedWeightNADE
@@ -25,12 +26,12 @@ from nade_jax.validation import check_positive_int
 class CategoricalStep(NADEStep):
     """NADE step with one-hot inputs: the update adds the embedding row W[x]."""
 
-    def update(self, p: dict, x: jax.Array) -> jax.Array:
+    def update(self, p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
         """x (B, K) values, W (K, Q, H) -> Σ_k W[k, x_k] (B, H): a gather, O(B·K·H)."""
         steps = jnp.arange(x.shape[1])[None, :]
         return p["W"][steps, x.astype(jnp.int32)].sum(axis=1)
 
-    def total_update(self, p: dict, x: jax.Array) -> jax.Array:
+    def total_update(self, p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
         """Σ_d W[d, x_d] (B, H) for x (B, D) as one matmul: one_hot(x) (B, D·Q) @ W (D·Q, H)."""
         W = p["W"]
         one_hot = jax.nn.one_hot(x.astype(jnp.int32), W.shape[1], dtype=W.dtype)
@@ -60,9 +61,9 @@ class CategoricalNADE(SharedWeightNADE):
         *,
         activation: str = "sigmoid",
         block_size: int | str = "auto",
-        param_dtype=jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         num_categories = check_positive_int(num_categories, "num_categories")
         if num_categories < 2:
             raise ValueError(f"num_categories must be an integer >= 2, got {num_categories}")
@@ -77,4 +78,5 @@ class CategoricalNADE(SharedWeightNADE):
         )
 
     def _input_shape(self) -> tuple[int, ...]:
-        return (self.num_inputs, self.head.num_categories, self.num_hidden)
+        assert self.num_categories is not None  # set from the CategoricalHead in __init__
+        return (self.num_inputs, self.num_categories, self.num_hidden)

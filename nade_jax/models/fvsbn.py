@@ -13,6 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import ArrayLike, DTypeLike
 
 from nade_jax.models.base import DensityModel
 from nade_jax.models.heads import BernoulliHead
@@ -20,7 +21,7 @@ from nade_jax.models.markov import _signed_log_sigmoid
 from nade_jax.validation import as_batch, as_ordering, check_inputs, check_positive_int
 
 
-def precedes(ordering: jax.Array | None, num_inputs: int, dtype) -> jax.Array:
+def precedes(ordering: jax.Array | None, num_inputs: int, dtype: DTypeLike) -> jax.Array:
     """(D, D) mask, [i, j] = 1 where variable j comes before variable i in ``ordering``."""
     steps = jnp.arange(num_inputs)
     rank = steps if ordering is None else jnp.zeros_like(steps).at[ordering].set(steps)
@@ -43,9 +44,9 @@ class FVSBN(DensityModel):
         num_inputs: int,
         *,
         init_scale: float = 0.0,
-        param_dtype=jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs | None = None,
-    ):
+    ) -> None:
         self.num_inputs = check_positive_int(num_inputs, "num_inputs")
         if not init_scale >= 0:
             raise ValueError(f"init_scale must be >= 0, got {init_scale!r}")
@@ -61,7 +62,7 @@ class FVSBN(DensityModel):
         self.W = nnx.Param(W)
         self.b = nnx.Param(jnp.zeros((D,), param_dtype))
 
-    def _dtype(self):
+    def _dtype(self) -> jnp.dtype:
         return self.b[...].dtype
 
     def logits(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
@@ -96,7 +97,7 @@ class FVSBN(DensityModel):
         weights = self.W[...] * precedes(ordering, D, dtype)
         log_u = jnp.log(jax.random.uniform(key, (D, num_samples), dtype))
 
-        def step(x, inputs):
+        def step(x: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
             i, noise = inputs
             logit = self.b[...][i] + x @ weights[i]  # (n,)
             value = (noise < jax.nn.log_sigmoid(logit)).astype(dtype)
@@ -105,7 +106,7 @@ class FVSBN(DensityModel):
         x, _ = jax.lax.scan(step, jnp.zeros((num_samples, D), dtype), (steps, log_u))
         return x
 
-    def init_from_data(self, x) -> None:
+    def init_from_data(self, x: ArrayLike) -> None:
         """b = logit of each clipped marginal (W is left as initialised)."""
         x = check_inputs(x, self.num_inputs, binary=True)
         self.b[...] = jnp.asarray(self.head.init_bias(x)[:, 0], self._dtype())

@@ -15,10 +15,12 @@ the original variable ``i``, so one head serves fixed-order and orderless models
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 _HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
 
@@ -40,7 +42,7 @@ class BernoulliHead:
         logits = outputs[..., 0]
         return jax.nn.log_sigmoid(jnp.where(x > 0.5, logits, -logits))
 
-    def noise(self, key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    def noise(self, key: jax.Array, shape: tuple[int, ...], dtype: DTypeLike = jnp.float32) -> jax.Array:
         """log u, u ~ U(0, 1), of shape ``shape``."""
         return jnp.log(jax.random.uniform(key, shape, dtype))
 
@@ -77,7 +79,7 @@ class MoGHead:
     def num_outputs(self) -> int:
         return 3 * self.num_components
 
-    def _split(self, outputs):
+    def _split(self, outputs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         logits, means, raw_scales = jnp.split(outputs, 3, axis=-1)
         return jax.nn.log_softmax(logits, axis=-1), means, jax.nn.softplus(raw_scales) + self.min_scale
 
@@ -88,7 +90,7 @@ class MoGHead:
         log_normal = -0.5 * z * z - jnp.log(scales) - _HALF_LOG_2PI
         return jax.nn.logsumexp(log_weights + log_normal, axis=-1)
 
-    def noise(self, key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> dict:
+    def noise(self, key: jax.Array, shape: tuple[int, ...], dtype: DTypeLike = jnp.float32) -> dict[str, jax.Array]:
         """Gumbel noise (..., C) to pick a component and a standard normal (...)."""
         key_component, key_normal = jax.random.split(key)
         return {
@@ -96,7 +98,7 @@ class MoGHead:
             "normal": jax.random.normal(key_normal, shape, dtype),
         }
 
-    def sample_from_noise(self, outputs: jax.Array, noise: dict) -> jax.Array:
+    def sample_from_noise(self, outputs: jax.Array, noise: dict[str, jax.Array]) -> jax.Array:
         """outputs (..., 3C) -> real samples (...): a component by the Gumbel-max trick,
         then its mean plus its scale times the normal."""
         log_weights, means, scales = self._split(outputs)
@@ -144,7 +146,7 @@ class CategoricalHead:
         index = x.astype(jnp.int32)[..., None]
         return jnp.take_along_axis(jax.nn.log_softmax(outputs, axis=-1), index, axis=-1)[..., 0]
 
-    def noise(self, key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    def noise(self, key: jax.Array, shape: tuple[int, ...], dtype: DTypeLike = jnp.float32) -> jax.Array:
         """Gumbel noise (..., Q)."""
         return jax.random.gumbel(key, (*shape, self.num_categories), dtype)
 
@@ -162,3 +164,31 @@ class CategoricalHead:
         x = np.asarray(x).astype(np.int64)
         counts = np.stack([np.bincount(column, minlength=self.num_categories) for column in x.T])
         return np.log((counts + 1.0) / (len(x) + self.num_categories))
+
+
+class Head(Protocol):
+    """What the models need of a head (``BernoulliHead``, ``MoGHead``, ``CategoricalHead``):
+    P read-outs per variable, their log-probability, the sampler split into noise and a
+    deterministic map, and data-dependent output biases."""
+
+    @property
+    def binary(self) -> bool: ...
+
+    @property
+    def data_kind(self) -> str: ...
+
+    @property
+    def num_categories(self) -> int | None: ...
+
+    @property
+    def num_outputs(self) -> int: ...
+
+    def log_prob(self, outputs: jax.Array, x: jax.Array) -> jax.Array: ...
+
+    def noise(self, key: jax.Array, shape: tuple[int, ...], dtype: DTypeLike = ...) -> Any: ...
+
+    def sample_from_noise(self, outputs: jax.Array, noise: Any) -> jax.Array: ...
+
+    def sample(self, key: jax.Array, outputs: jax.Array) -> jax.Array: ...
+
+    def init_bias(self, x: np.ndarray) -> np.ndarray: ...

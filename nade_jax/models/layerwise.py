@@ -12,9 +12,12 @@ about training.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 from flax import nnx
 
+from nade_jax.models.heads import MoGHead
 from nade_jax.models.orderless import OrderlessNADE
 from nade_jax.validation import check_positive_int
 
@@ -42,9 +45,9 @@ def grow(
     num_hidden = model.hidden[-1] if num_hidden is None else check_positive_int(num_hidden, "num_hidden")
     if not init_scale > 0:
         raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
-    head_options = (
+    head_options: dict[str, Any] = (
         {"num_components": model.head.num_components, "min_scale": model.head.min_scale}
-        if model.output == "mog"
+        if isinstance(model.head, MoGHead)
         else {}
     )
     dtype = model.W_x[...].dtype
@@ -61,10 +64,13 @@ def grow(
     )
     for name in ("W_x", "W_m", "c", "b"):
         getattr(bigger, name)[...] = getattr(model, name)[...]
-    for small_layer, big_layer in zip(model.layers, bigger.layers):
+    for small_layer, big_layer in zip(model.layers, bigger.layers, strict=False):
         big_layer.kernel[...] = small_layer.kernel[...]
+        assert big_layer.bias is not None  # nnx.Linear's default use_bias=True
+        assert small_layer.bias is not None
         big_layer.bias[...] = small_layer.bias[...]
     # The reference draws the new layer's biases from the same Gaussian as its weights.
     top = bigger.layers[-1]
+    assert top.bias is not None
     top.bias[...] = init_scale * jax.random.normal(rngs.params(), top.bias[...].shape, dtype)
     return bigger

@@ -27,14 +27,18 @@ Connectivity-agnostic training under a single fixed ordering is not offered.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import ArrayLike, DTypeLike
 
-from nade_jax.models.base import DensityModel, check_values
-from nade_jax.models.heads import BernoulliHead, MoGHead
+from nade_jax.models.base import DataKind, DensityModel, check_values
+from nade_jax.models.heads import BernoulliHead, Head, MoGHead
 from nade_jax.models.nade import ACTIVATIONS
 from nade_jax.validation import as_batch, as_ordering, check_choice, check_inputs, check_positive_int
 
@@ -64,7 +68,7 @@ class MADE(DensityModel):
     def __init__(
         self,
         num_inputs: int,
-        hidden=(500,),
+        hidden: Sequence[int] = (500,),
         output: str = "bernoulli",
         num_components: int = 10,
         *,
@@ -73,9 +77,9 @@ class MADE(DensityModel):
         mask_seed: int = 0,
         activation: str = "relu",
         min_scale: float = 1e-3,
-        param_dtype=jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         self.num_inputs = check_positive_int(num_inputs, "num_inputs")
         if isinstance(hidden, (int, str)) or not hasattr(hidden, "__len__") or len(hidden) == 0:
             raise ValueError(f"hidden must be a non-empty sequence of integers >= 1, got {hidden!r}")
@@ -91,7 +95,7 @@ class MADE(DensityModel):
             raise ValueError(
                 f"num_masks must be 1 when order_agnostic is false (one ordering, one connectivity), got {num_masks}"
             )
-        if isinstance(mask_seed, bool) or not isinstance(mask_seed, int) or mask_seed < 0:
+        if type(mask_seed) is not int or mask_seed < 0:  # not a bool, not a float
             raise ValueError(f"mask_seed must be an integer >= 0, got {mask_seed!r}")
         self.mask_seed = mask_seed
         self.is_orderless = order_agnostic
@@ -99,23 +103,26 @@ class MADE(DensityModel):
             check_positive_int(num_components, "num_components")
             if not min_scale > 0:
                 raise ValueError(f"min_scale must be > 0, got {min_scale!r}")
-            self.head = MoGHead(int(num_components), float(min_scale))
+            self.head: Head = MoGHead(int(num_components), float(min_scale))
         else:
             self.head = BernoulliHead()
-        self.data_kind = self.head.data_kind
+        self.data_kind = cast(DataKind, self.head.data_kind)  # the head names one of DATA_KINDS
 
         D, P, H1, HL = self.num_inputs, self.head.num_outputs, self.hidden[0], self.hidden[-1]
         normal = lambda shape, fan_in: jax.random.normal(rngs.params(), shape, param_dtype) / math.sqrt(fan_in)
         self.W = nnx.Param(normal((D, H1), D))
         self.c = nnx.Param(jnp.zeros((H1,), param_dtype))
         self.layers = nnx.List(
-            [nnx.Linear(n_in, n_out, param_dtype=param_dtype, rngs=rngs) for n_in, n_out in zip(self.hidden, self.hidden[1:])]
+            [
+                nnx.Linear(n_in, n_out, param_dtype=param_dtype, rngs=rngs)
+                for n_in, n_out in itertools.pairwise(self.hidden)
+            ]
         )
         self.V = nnx.Param(normal((D, HL, P), HL))
         self.b = nnx.Param(jnp.zeros((D, P), param_dtype))
 
     # -- masks -----------------------------------------------------------------------------
-    def mask_ordering(self, index) -> jax.Array:
+    def mask_ordering(self, index: int | jax.Array) -> jax.Array:
         """(D,) the ordering of training mask ``index`` (an int or traced int)."""
         return jax.random.permutation(jax.random.fold_in(jax.random.key(self.mask_seed), index), self.num_inputs)
 
@@ -144,7 +151,7 @@ class MADE(DensityModel):
         input_degree = jnp.zeros(D, jnp.int32).at[ordering].set(jnp.arange(1, D + 1, dtype=jnp.int32))
         keys = jax.random.split(self._connectivity_key(ordering), len(self.hidden))
         masks, previous = [], input_degree
-        for key, size in zip(keys, self.hidden):
+        for key, size in zip(keys, self.hidden, strict=True):
             low = jnp.min(previous)
             degree = jnp.maximum(jax.random.randint(key, (size,), low, D), low)  # U{low, …, D-1}
             masks.append((degree[None, :] >= previous[:, None]).astype(self.W[...].dtype))
@@ -157,7 +164,8 @@ class MADE(DensityModel):
         """The head inputs (B, D, P) of every conditional, in one pass."""
         act = ACTIVATIONS[self.activation]
         h = act(self.c[...] + x @ (self.W[...] * masks[0]))
-        for layer, mask in zip(self.layers, masks[1:-1]):
+        for layer, mask in zip(self.layers, masks[1:-1], strict=True):
+            assert layer.bias is not None  # nnx.Linear's default use_bias=True
             h = act(h @ (layer.kernel[...] * mask) + layer.bias[...])
         return jnp.einsum("bh,ihp->bip", h, self.V[...] * masks[-1][:, :, None]) + self.b[...]
 
@@ -197,7 +205,7 @@ class MADE(DensityModel):
         order = jnp.arange(D) if ordering is None else ordering
         masks = self.masks(ordering)
 
-        def step(x, inputs):
+        def step(x: jax.Array, inputs: tuple[jax.Array, Any]) -> tuple[jax.Array, None]:
             i, noise = inputs
             outputs = self._outputs(x, masks)[:, i]  # (n, P)
             return x.at[:, i].set(self.head.sample_from_noise(outputs, noise)), None
@@ -206,7 +214,7 @@ class MADE(DensityModel):
         x, _ = jax.lax.scan(step, jnp.zeros((num_samples, D), dtype), (order, noise))
         return x
 
-    def init_from_data(self, x) -> None:
+    def init_from_data(self, x: ArrayLike) -> None:
         """Sets the output biases b from data marginals (see the head's ``init_bias``)."""
         x = check_inputs(x, self.num_inputs, binary=self.head.binary)
         check_values(x, self.data_kind, self.num_categories)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import ArrayLike, DTypeLike
 
 from nade_jax.models.base import DensityModel
 from nade_jax.models.heads import BernoulliHead
@@ -35,7 +36,7 @@ class MarkovChain(DensityModel):
         (``init_from_data`` then sets b to the logit of each marginal: the independent model).
     """
 
-    def __init__(self, num_inputs: int, *, param_dtype=jnp.float32, rngs: nnx.Rngs | None = None):
+    def __init__(self, num_inputs: int, *, param_dtype: DTypeLike = jnp.float32, rngs: nnx.Rngs | None = None):
         del rngs
         self.num_inputs = check_positive_int(num_inputs, "num_inputs")
         self.data_kind = "binary"
@@ -43,10 +44,10 @@ class MarkovChain(DensityModel):
         self.b = nnx.Param(jnp.zeros((self.num_inputs,), param_dtype))
         self.w = nnx.Param(jnp.zeros((self.num_inputs,), param_dtype))
 
-    def _dtype(self):
+    def _dtype(self) -> jnp.dtype:
         return self.b[...].dtype
 
-    def _step_params(self, ordering):
+    def _step_params(self, ordering: jax.Array | None) -> tuple[jax.Array, jax.Array]:
         """b, w (D,) in ordering order."""
         b, w = self.b[...], self.w[...]
         return (b, w) if ordering is None else (b[ordering], w[ordering])
@@ -76,7 +77,7 @@ class MarkovChain(DensityModel):
         dtype = self._dtype()
         log_u = jnp.log(jax.random.uniform(key, (self.num_inputs, num_samples), dtype))
 
-        def step(previous, inputs):
+        def step(previous: jax.Array, inputs: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
             b, w, noise = inputs
             value = (noise < jax.nn.log_sigmoid(b + w * previous)).astype(dtype)
             return value, value
@@ -87,7 +88,7 @@ class MarkovChain(DensityModel):
             return values.T
         return jnp.zeros((num_samples, self.num_inputs), dtype).at[:, ordering].set(values.T)
 
-    def init_from_data(self, x) -> None:
+    def init_from_data(self, x: ArrayLike) -> None:
         """b = logit of each clipped marginal, w = 0: the chain starts as the independent model."""
         x = check_inputs(x, self.num_inputs, binary=True)
         self.b[...] = jnp.asarray(self.head.init_bias(x)[:, 0], self._dtype())

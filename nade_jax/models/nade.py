@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import ArrayLike, DTypeLike
 
-from nade_jax.models.base import DensityModel, check_values
-from nade_jax.models.heads import BernoulliHead
+from nade_jax.models.base import DataKind, DensityModel, check_values
+from nade_jax.models.heads import BernoulliHead, Head
 from nade_jax.models.reversible_scan import (
+    PyTree,
     block_carries,
     block_validity,
     resolve_block_size,
@@ -45,7 +47,7 @@ ACTIVATIONS = {
 }
 
 
-def _readout(activation, pre, V):
+def _readout(activation: str, pre: jax.Array, V: jax.Array) -> jax.Array:
     """The hidden read-out without its bias: act(pre) (B, H) @ V (H, P) -> (B, P).
 
     For sigmoid units it uses σ(z) = (1 + tanh(z/2)) / 2: XLA's tanh is cheaper than its
@@ -75,20 +77,20 @@ class NADEStep:
     ``update``, K consecutive steps' leaves (W (K, H)) and their values x (B, K).
     """
 
-    head: Any
+    head: Head
     activation: str
 
-    def outputs(self, a: jax.Array, p: dict) -> jax.Array:
+    def outputs(self, a: jax.Array, p: dict[str, jax.Array]) -> jax.Array:
         """The head's inputs (B, P) for the step's variable given the earlier ones."""
         pre = a * p["rho"] if "rho" in p else a
         return _readout(self.activation, pre, p["V"]) + p["bias"]
 
-    def update(self, p: dict, x: jax.Array) -> jax.Array:
+    def update(self, p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
         """The change of the pre-activation (B, H) once the variable x (B, K) of K steps is
         observed; p holds those K steps' leaves (W (K, H))."""
         return x @ p["W"]
 
-    def carries(self, a: jax.Array, p: dict, x: jax.Array) -> jax.Array:
+    def carries(self, a: jax.Array, p: dict[str, Any], x: jax.Array) -> jax.Array:
         """The pre-activation before each of K consecutive steps, (K, B, H): a + Σ_{j<k}
         update_j, with p those K steps' leaves and x (B, K) their values. For the linear
         update x @ W it is one strictly-lower-triangular masked matmul (``block_carries``);
@@ -99,7 +101,7 @@ class NADEStep:
         updates = jnp.stack([self.update(_rows(p, j), x[:, j : j + 1]) for j in range(K - 1)])  # (K-1, B, H)
         return a[None] + jnp.concatenate([jnp.zeros_like(a)[None], jnp.cumsum(updates, axis=0)])
 
-    def total_update(self, p: dict, x: jax.Array) -> jax.Array | None:
+    def total_update(self, p: dict[str, Any], x: jax.Array) -> jax.Array | None:
         """Σ over all D steps of ``update``, x (B, D), p with leading D: one matmul. Returning
         None makes the engine compute it by a scan instead."""
         return x @ p["W"]
@@ -114,7 +116,7 @@ class _BlockLogProb:
 
     step: NADEStep
 
-    def __call__(self, a, params, data):
+    def __call__(self, a: jax.Array, params: PyTree, data: PyTree) -> jax.Array:
         x = data["x"]
         if x.shape[1] == 1:  # the CPU default: one (B, H) slab, no stacking
             outputs = self.step.outputs(a, jax.tree.map(lambda v: v[0], params))
@@ -130,27 +132,27 @@ class _BlockUpdate:
 
     step: NADEStep
 
-    def __call__(self, params, data):
+    def __call__(self, params: PyTree, data: PyTree) -> jax.Array:
         return self.step.update(params, data["x"])
 
 
-def _rows(params, k):
+def _rows(params: PyTree, k: int) -> PyTree:
     """Step k of a block's leaves, keeping a length-1 step axis: (K, …) -> (1, …)."""
     return jax.tree.map(lambda v: v[k : k + 1], params)
 
 
 @jax.custom_vjp
-def _permute_rows(value, ordering):
+def _permute_rows(value: jax.Array, ordering: jax.Array) -> jax.Array:
     """value[ordering] for a permutation ``ordering``; its vjp is a gather by the inverse
     permutation rather than autodiff's scatter-add."""
     return value[ordering]
 
 
-def _permute_rows_fwd(value, ordering):
+def _permute_rows_fwd(value: jax.Array, ordering: jax.Array) -> tuple[jax.Array, jax.Array]:
     return value[ordering], ordering
 
 
-def _permute_rows_bwd(ordering, cotangent):
+def _permute_rows_bwd(ordering: jax.Array, cotangent: jax.Array) -> tuple[jax.Array, None]:
     inverse = jnp.zeros_like(ordering).at[ordering].set(jnp.arange(ordering.shape[0], dtype=ordering.dtype))
     return cotangent[inverse], None
 
@@ -194,26 +196,27 @@ class SharedWeightNADE(DensityModel):
         self,
         num_inputs: int,
         num_hidden: int,
-        head,
+        head: Head,
         *,
         activation: str = "sigmoid",
         rescale_activation: bool = False,
         block_size: int | str = "auto",
-        param_dtype=jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
         init_scale: float | None = None,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         self.num_inputs = check_positive_int(num_inputs, "num_inputs")
         self.num_hidden = check_positive_int(num_hidden, "num_hidden")
         self.block_size = resolve_block_size(block_size, self.num_inputs)
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
         self.head = head
-        self.data_kind = head.data_kind
+        self.data_kind = cast(DataKind, head.data_kind)  # the head names one of DATA_KINDS
         self.num_categories = head.num_categories
         self.step = self.step_class(head, self.activation)
         D, H, P = self.num_inputs, self.num_hidden, head.num_outputs
+
         # init_scale: the weights' std; None is 1/sqrt(fan-in), 0.01 the reference code's N(0, 0.01²).
-        def normal(shape, fan_in):
+        def normal(shape: tuple[int, ...], fan_in: int) -> jax.Array:
             draw = jax.random.normal(rngs.params(), shape, param_dtype)
             return draw / math.sqrt(fan_in) if init_scale is None else draw * init_scale
 
@@ -227,7 +230,7 @@ class SharedWeightNADE(DensityModel):
         """The shape of W: (D, H), one weight vector per (real or binary) input."""
         return (self.num_inputs, self.num_hidden)
 
-    def _dtype(self):
+    def _dtype(self) -> jnp.dtype:
         return self.c[...].dtype
 
     # -- the extension hook ----------------------------------------------------------------
@@ -251,7 +254,9 @@ class SharedWeightNADE(DensityModel):
     def _initial_carry(self, batch_size: int) -> jax.Array:
         return jnp.broadcast_to(self.c[...], (batch_size, self.num_hidden)).astype(self._dtype())
 
-    def _blocks(self, x, ordering):
+    def _blocks(
+        self, x: jax.Array, ordering: jax.Array | None
+    ) -> tuple[jax.Array, PyTree, PyTree, dict[str, jax.Array], jax.Array]:
         """(a0, params, data, per-step params, ordered x): the padded blocks of D/K steps."""
         K = self.block_size
         x_ordered = x if ordering is None else x[:, ordering]
@@ -272,7 +277,7 @@ class SharedWeightNADE(DensityModel):
         ordering = as_ordering(ordering, self.num_inputs)
         x_ordered = x if ordering is None else x[:, ordering]
 
-        def scan_step(a, inputs):
+        def scan_step(a: jax.Array, inputs: tuple[dict[str, jax.Array], jax.Array]) -> tuple[jax.Array, jax.Array]:
             p, x_d = inputs
             log_p = self.step.head.log_prob(self.step.outputs(a, p), x_d)
             return a + self.step.update(jax.tree.map(lambda v: v[None], p), x_d[:, None]), log_p
@@ -335,7 +340,7 @@ class SharedWeightNADE(DensityModel):
         ordering = as_ordering(ordering, self.num_inputs)
         dtype, D = self._dtype(), self.num_inputs
 
-        def scan_step(a, inputs):
+        def scan_step(a: jax.Array, inputs: tuple[dict[str, jax.Array], Any]) -> tuple[jax.Array, jax.Array]:
             p, noise = inputs
             value = self.step.head.sample_from_noise(self.step.outputs(a, p), noise)  # (n,)
             return a + self.step.update(jax.tree.map(lambda v: v[None], p), value[:, None]), value
@@ -346,7 +351,7 @@ class SharedWeightNADE(DensityModel):
             return values.T
         return jnp.zeros((num_samples, D), dtype).at[:, ordering].set(values.T)
 
-    def init_from_data(self, x) -> None:
+    def init_from_data(self, x: ArrayLike) -> None:
         """Sets the output biases from data marginals (see the head's ``init_bias``)."""
         x = check_inputs(x, self.num_inputs, binary=self.head.binary)
         check_values(x, self.data_kind, self.num_categories)
@@ -363,10 +368,10 @@ class BinaryNADE(SharedWeightNADE):
         *,
         activation: str = "sigmoid",
         block_size: int | str = "auto",
-        param_dtype=jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
         init_scale: float | None = None,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         super().__init__(
             num_inputs,
             num_hidden,

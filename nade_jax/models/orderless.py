@@ -23,17 +23,21 @@ O(D H_1 + Σ_{l≥2} H_{l-1} H_l + D H_L P).
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.typing import ArrayLike, DTypeLike
 
 from nade_jax.models.base import DensityModel
-from nade_jax.models.heads import BernoulliHead, MoGHead
+from nade_jax.models.heads import BernoulliHead, Head, MoGHead
 from nade_jax.models.nade import ACTIVATIONS
-from nade_jax.models.reversible_scan import block_carries, block_validity, resolve_block_size, to_blocks
+from nade_jax.models.reversible_scan import PyTree, block_carries, block_validity, resolve_block_size, to_blocks
 from nade_jax.validation import (
     as_batch,
     as_ordering,
@@ -50,7 +54,9 @@ OUTPUTS = ("bernoulli", "mog")
 ACCELERATOR_BLOCK_SIZE = 16
 
 
-def random_masks(key: jax.Array, batch_size: int, num_inputs: int, dtype=jnp.float32, rows=None) -> jax.Array:
+def random_masks(
+    key: jax.Array, batch_size: int, num_inputs: int, dtype: DTypeLike = jnp.float32, rows: jax.Array | None = None
+) -> jax.Array:
     """(B, D) masks of the training objective, 1 = observed.
 
     Per row: k ~ U{0, …, D−1}, then the k variables whose rank in a uniformly random
@@ -60,7 +66,7 @@ def random_masks(key: jax.Array, batch_size: int, num_inputs: int, dtype=jnp.flo
     """
     rows = jnp.arange(batch_size) if rows is None else rows
 
-    def one_mask(row):
+    def one_mask(row: jax.Array) -> jax.Array:
         key_k, key_perm = jax.random.split(jax.random.fold_in(key, row))
         return jax.random.permutation(key_perm, num_inputs) < jax.random.randint(key_k, (), 0, num_inputs)
 
@@ -91,17 +97,17 @@ class OrderlessNADE(DensityModel):
     def __init__(
         self,
         num_inputs: int,
-        hidden=(500, 500),
+        hidden: Sequence[int] = (500, 500),
         output: str = "bernoulli",
         num_components: int = 10,
         *,
         activation: str = "relu",
         min_scale: float = 1e-3,
         block_size: int | str = "auto",
-        param_dtype=jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
         init_scale: float | None = None,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         self.num_inputs = check_positive_int(num_inputs, "num_inputs")
         if isinstance(hidden, (int, str)) or not hasattr(hidden, "__len__") or len(hidden) == 0:
             raise ValueError(f"hidden must be a non-empty sequence of integers >= 1, got {hidden!r}")
@@ -113,36 +119,37 @@ class OrderlessNADE(DensityModel):
             check_positive_int(num_components, "num_components")
             if not min_scale > 0:
                 raise ValueError(f"min_scale must be > 0, got {min_scale!r}")
-            self.head = MoGHead(int(num_components), float(min_scale))
+            self.head: Head = MoGHead(int(num_components), float(min_scale))
         else:
             self.head = BernoulliHead()
         self.data_kind = "binary" if self.head.binary else "real"
 
         D, P = self.num_inputs, self.head.num_outputs
         H1, HL = self.hidden[0], self.hidden[-1]
+
         # init_scale: every weight's std; None is 1/sqrt(fan-in), 0.01 the reference code's N(0, 0.01²).
-        def normal(shape, fan_in):
+        def normal(shape: tuple[int, ...], fan_in: int) -> jax.Array:
             draw = jax.random.normal(rngs.params(), shape, param_dtype)
             return draw / math.sqrt(fan_in) if init_scale is None else draw * init_scale
 
-        kernel_init = {} if init_scale is None else {"kernel_init": nnx.initializers.normal(init_scale)}
+        kernel_init: dict[str, Any] = {} if init_scale is None else {"kernel_init": nnx.initializers.normal(init_scale)}
         self.W_x = nnx.Param(normal((D, H1), 2 * D))
         self.W_m = nnx.Param(normal((D, H1), 2 * D))
         self.c = nnx.Param(jnp.zeros((H1,), param_dtype))
         self.layers = nnx.List(
             [
                 nnx.Linear(n_in, n_out, param_dtype=param_dtype, rngs=rngs, **kernel_init)
-                for n_in, n_out in zip(self.hidden, self.hidden[1:])
+                for n_in, n_out in itertools.pairwise(self.hidden)
             ]
         )
         self.V = nnx.Param(normal((D, HL, P), HL))
         self.b = nnx.Param(jnp.zeros((D, P), param_dtype))
 
     # -- helpers -------------------------------------------------------------------------
-    def _act(self, value):
+    def _act(self, value: jax.Array) -> jax.Array:
         return ACTIVATIONS[self.activation](value)
 
-    def _upper(self, pre_activation):
+    def _upper(self, pre_activation: jax.Array) -> jax.Array:
         """h_L from the first-layer pre-activation (..., H_1) -> (..., H_L).
 
         Leading axes are batch axes: on (K, B, H_1) each layer is one
@@ -153,10 +160,10 @@ class OrderlessNADE(DensityModel):
             hidden = self._act(layer(hidden))
         return hidden
 
-    def _dtype(self):
+    def _dtype(self) -> jnp.dtype:
         return self.W_x[...].dtype
 
-    def _per_variable(self, ordering):
+    def _per_variable(self, ordering: jax.Array | None) -> dict[str, jax.Array]:
         """W_x, W_m (D, H_1), V (D, H_L, P), b (D, P), rows in ordering order."""
         params = {"W_x": self.W_x[...], "W_m": self.W_m[...], "V": self.V[...], "b": self.b[...]}
         if ordering is not None:
@@ -190,7 +197,13 @@ class OrderlessNADE(DensityModel):
         # max(·, 1) only guards a fully observed row, whose sum is 0 anyway.
         return nll * D / jnp.maximum(D - mask.sum(axis=1), 1)
 
-    def loss(self, x: jax.Array, key: jax.Array, ordering: jax.Array | None = None, rows=None) -> jax.Array:
+    def loss(
+        self,
+        x: jax.Array,
+        key: jax.Array | None = None,
+        ordering: jax.Array | None = None,
+        rows: jax.Array | None = None,
+    ) -> jax.Array:
         """Scalar batch mean of ``masked_nll`` over masks from ``random_masks(key, B, D, rows=rows)``.
 
         ``rows`` (B,): the indices of x's rows in the global batch (None: x is the whole
@@ -235,16 +248,23 @@ class OrderlessNADE(DensityModel):
             return self._log_prob_per_variable(x, ordering)
         return self._log_prob_blocked(x, ordering)
 
-    def _log_prob_per_variable(self, x, ordering):
+    def _log_prob_per_variable(self, x: jax.Array, ordering: jax.Array | None) -> jax.Array:
         """The log-probability terms with one scan step per variable: (B, D) -> (B, D)."""
         params = self._per_variable(ordering)
         x_steps = (x if ordering is None else x[:, ordering]).T  # (D, B)
         # Step d first adds variable d-1's rank-one term (zero at d = 0), then reads the
         # carry: reading it before the in-place update would make XLA copy it every step.
         previous = lambda value: jnp.concatenate([jnp.zeros_like(value[:1]), value[:-1]])
-        inputs = (params["V"], params["b"], x_steps, previous(params["W_x"]), previous(params["W_m"]), previous(x_steps))
+        inputs = (
+            params["V"],
+            params["b"],
+            x_steps,
+            previous(params["W_x"]),
+            previous(params["W_m"]),
+            previous(x_steps),
+        )
 
-        def step(a, inputs):
+        def step(a: jax.Array, inputs: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
             # a (B, H_1): the pre-activation with x_{o_<d} observed
             V_d, b_d, x_d, W_x_prev, W_m_prev, x_prev = inputs
             a = a + x_prev[:, None] * W_x_prev + W_m_prev
@@ -255,7 +275,7 @@ class OrderlessNADE(DensityModel):
         _, log_probs = jax.lax.scan(step, a0, inputs)  # (D, B)
         return log_probs.T
 
-    def _log_prob_blocked(self, x, ordering):
+    def _log_prob_blocked(self, x: jax.Array, ordering: jax.Array | None) -> jax.Array:
         """The log-probability terms with L = block_size variables per scan step: (B, D) -> (B, D).
 
         A block's L first-layer pre-activations come from one strictly-lower-triangular
@@ -269,7 +289,7 @@ class OrderlessNADE(DensityModel):
         valid = block_validity(self.num_inputs, L, x.dtype)
         strictly_lower = jnp.tri(L, k=-1, dtype=x.dtype)  # [k, j] = 1 where j < k
 
-        def step(a, block):
+        def step(a: jax.Array, block: tuple[PyTree, jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
             # a (B, H_1): the pre-activation with every earlier block observed
             p, xb, vb = block  # xb (B, L)
             # Block-position-major (L, B, ·) layout: the read-out batches over a leading L
@@ -296,7 +316,7 @@ class OrderlessNADE(DensityModel):
         dtype = self._dtype()
         binary = self.head.binary
 
-        def step(a, inputs):
+        def step(a: jax.Array, inputs: tuple[dict[str, jax.Array], jax.Array]) -> tuple[jax.Array, jax.Array]:
             p, noise = inputs
             outputs = self._upper(a) @ p["V"] + p["b"]  # (n, P)
             if binary:
@@ -315,7 +335,7 @@ class OrderlessNADE(DensityModel):
             return values.T
         return jnp.zeros((num_samples, self.num_inputs), dtype).at[:, ordering].set(values.T)
 
-    def init_from_data(self, x) -> None:
+    def init_from_data(self, x: ArrayLike) -> None:
         """Sets the output biases b from data marginals (see the head's ``init_bias``)."""
         x = check_inputs(x, self.num_inputs, binary=self.head.binary)
         self.b[...] = jnp.asarray(self.head.init_bias(x), self.b[...].dtype)

@@ -23,13 +23,18 @@ O(B·D·H). Two entry points share the reverse walk:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
+# A pytree of arrays (dicts of per-step parameters, per-block data); jax has no static type for it.
+PyTree = Any
 # out_fn(a (B, H), params_block, data_block) -> outputs (B, K)
 OutFn = Callable[[jax.Array, Any, Any], jax.Array]
 # delta_fn(params_block, data_block) -> (B, H), independent of a
@@ -44,8 +49,9 @@ AUTO = "auto"
 ACCELERATOR_BLOCK_SIZE = 32
 
 
-def resolve_block_size(block_size, num_inputs: int, accelerator: int = ACCELERATOR_BLOCK_SIZE,
-                       platform: str | None = None) -> int:
+def resolve_block_size(
+    block_size: int | str, num_inputs: int, accelerator: int = ACCELERATOR_BLOCK_SIZE, platform: str | None = None
+) -> int:
     """The number of variables per scan iteration: an int >= 1, or ``"auto"``.
 
     ``"auto"`` means 1 on CPU and ``accelerator`` on GPU/TPU (``platform`` defaults to
@@ -84,21 +90,23 @@ def to_blocks(value: jax.Array, block_size: int, axis: int = 0) -> jax.Array:
     widths = [(0, 0)] * value.ndim
     widths[axis] = (0, num_blocks * block_size - value.shape[axis])
     value = jnp.pad(value, widths)
-    shape = value.shape[:axis] + (num_blocks, block_size) + value.shape[axis + 1 :]
+    shape = (*value.shape[:axis], num_blocks, block_size, *value.shape[axis + 1 :])
     return jnp.moveaxis(value.reshape(shape), axis, 0)
 
 
-def block_validity(num_inputs: int, block_size: int, dtype=jnp.float32) -> jax.Array:
+def block_validity(num_inputs: int, block_size: int, dtype: DTypeLike = jnp.float32) -> jax.Array:
     """(num_blocks, K): 1 for real variables, 0 for the padding that ``to_blocks`` adds."""
     num_blocks = -(-num_inputs // block_size)
     return (jnp.arange(num_blocks * block_size) < num_inputs).astype(dtype).reshape(num_blocks, block_size)
 
 
-def _take(tree, j):
+def _take(tree: PyTree, j: jax.Array | int) -> PyTree:
     return jax.tree.map(lambda v: jax.lax.dynamic_index_in_dim(v, j, keepdims=False), tree)
 
 
-def _forward(out_fn, delta_fn, a0, params, data):
+def _forward(
+    out_fn: OutFn, delta_fn: DeltaFn, a0: jax.Array, params: PyTree, data: PyTree
+) -> tuple[jax.Array, jax.Array]:
     """Returns (outputs, final carry).
 
     Iteration j first applies block j-1's update and then reads the carry: reading the
@@ -106,7 +114,7 @@ def _forward(out_fn, delta_fn, a0, params, data):
     """
     num_blocks = jax.tree.leaves((params, data))[0].shape[0]
 
-    def step(a, block):
+    def step(a: jax.Array, block: tuple[jax.Array, PyTree, PyTree]) -> tuple[jax.Array, jax.Array]:
         j, p, d = block
         j_prev = jnp.maximum(j - 1, 0)
         delta = delta_fn(_take(params, j_prev), _take(data, j_prev))
@@ -118,14 +126,14 @@ def _forward(out_fn, delta_fn, a0, params, data):
     return outputs, a + delta_fn(_take(params, last), _take(data, last))
 
 
-def _final_carry(delta_fn, a0, params, data):
-    def step(a, block):
+def _final_carry(delta_fn: DeltaFn, a0: jax.Array, params: PyTree, data: PyTree) -> jax.Array:
+    def step(a: jax.Array, block: tuple[PyTree, PyTree]) -> tuple[jax.Array, None]:
         return a + delta_fn(*block), None
 
     return jax.lax.scan(step, a0, (params, data))[0]
 
 
-def _leaves_read(fn, *args) -> list[bool]:
+def _leaves_read(fn: Callable[..., jax.Array], *args: PyTree) -> list[bool]:
     """For each leaf of ``args``, whether ``fn``'s output depends on it (a backward
     liveness pass over its jaxpr; equations with sub-jaxprs count as reading all inputs)."""
     closed = jax.make_jaxpr(fn)(*args)
@@ -136,7 +144,9 @@ def _leaves_read(fn, *args) -> list[bool]:
     return [v in live for v in closed.jaxpr.invars]
 
 
-def _reverse(out_fn, delta_fn, a_last, params, data, cotangents):
+def _reverse(
+    out_fn: OutFn, delta_fn: DeltaFn, a_last: jax.Array, params: PyTree, data: PyTree, cotangents: jax.Array
+) -> tuple[jax.Array, jax.Array, PyTree]:
     """Walks the blocks backwards; returns (outputs, grad_a0, grad_params).
 
     Block j's update ``delta_j`` needs the gradient with respect to the carry *after* block
@@ -152,30 +162,38 @@ def _reverse(out_fn, delta_fn, a_last, params, data, cotangents):
     block_of = lambda tree: jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), tree)
     flat_block, data_block = block_of(flat_params), block_of(data)
     carry = jax.ShapeDtypeStruct(a_last.shape, a_last.dtype)
-    out_reads = _leaves_read(lambda a, f, d: out_fn(a, treedef.unflatten(f), d), carry, flat_block, data_block)
+    out_reads = _leaves_read(
+        lambda a, f, d: out_fn(a, jax.tree.unflatten(treedef, f), d), carry, flat_block, data_block
+    )
     out_reads = out_reads[1 : 1 + len(flat_params)]
-    delta_reads = _leaves_read(lambda f, d: delta_fn(treedef.unflatten(f), d), flat_block, data_block)
+    delta_reads = _leaves_read(lambda f, d: delta_fn(jax.tree.unflatten(treedef, f), d), flat_block, data_block)
     delta_reads = delta_reads[: len(flat_params)]
 
-    def with_leaves(flat, reads, leaves):
+    def with_leaves(flat: Sequence[jax.Array], reads: Sequence[bool], leaves: Sequence[jax.Array]) -> PyTree:
         """``flat`` with the leaves where ``reads`` is set replaced by ``leaves``."""
-        leaves = iter(leaves)
-        return treedef.unflatten([next(leaves) if r else v for r, v in zip(reads, flat)])
+        replacements = iter(leaves)
+        return jax.tree.unflatten(treedef, [next(replacements) if r else v for r, v in zip(reads, flat, strict=True)])
 
-    def step(carry, block):
+    def step(
+        carry: tuple[jax.Array, jax.Array], block: tuple[jax.Array, PyTree, PyTree, jax.Array]
+    ) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, PyTree, PyTree]]:
         a, grad_a = carry
         j, p, d, g = block
         a = a - delta_fn(p, d)
         flat = jax.tree.leaves(p)
-        out_leaves = [v for r, v in zip(out_reads, flat) if r]
-        outputs, vjp_out = jax.vjp(lambda a_, leaves: out_fn(a_, with_leaves(flat, out_reads, leaves), d), a, out_leaves)
+        out_leaves = [v for r, v in zip(out_reads, flat, strict=True) if r]
+        outputs, vjp_out = jax.vjp(
+            lambda a_, leaves: out_fn(a_, with_leaves(flat, out_reads, leaves), d), a, out_leaves
+        )
         grad_a_out, grad_out = vjp_out(g)
         grad_a = grad_a + grad_a_out
         # Block j-1's update vjp (at j = 0 the result is never used).
         j_prev = jnp.maximum(j - 1, 0)
         flat_prev, d_prev = jax.tree.leaves(_take(params, j_prev)), _take(data, j_prev)
-        delta_leaves = [v for r, v in zip(delta_reads, flat_prev) if r]
-        _, vjp_delta = jax.vjp(lambda leaves: delta_fn(with_leaves(flat_prev, delta_reads, leaves), d_prev), delta_leaves)
+        delta_leaves = [v for r, v in zip(delta_reads, flat_prev, strict=True) if r]
+        _, vjp_delta = jax.vjp(
+            lambda leaves: delta_fn(with_leaves(flat_prev, delta_reads, leaves), d_prev), delta_leaves
+        )
         (grad_delta_prev,) = vjp_delta(grad_a)
         return (a, grad_a), (outputs, grad_out, grad_delta_prev)
 
@@ -185,17 +203,17 @@ def _reverse(out_fn, delta_fn, a_last, params, data, cotangents):
     )
     grad_out, grad_delta_prev = iter(grad_out), iter(grad_delta_prev)
     flat_grads = []
-    for value, out_read, delta_read in zip(flat_params, out_reads, delta_reads):
+    for value, out_read, delta_read in zip(flat_params, out_reads, delta_reads, strict=True):
         grad = next(grad_out) if out_read else jnp.zeros_like(value)
         if delta_read:  # row j was computed in iteration j + 1
             shifted = next(grad_delta_prev)
             grad = grad + jnp.concatenate([shifted[1:], jnp.zeros_like(shifted[:1])])
         flat_grads.append(grad)
-    return outputs, grad_a0, treedef.unflatten(flat_grads)
+    return outputs, grad_a0, jax.tree.unflatten(treedef, flat_grads)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def reversible_scan(out_fn: OutFn, delta_fn: DeltaFn, a0, params, data):
+def reversible_scan(out_fn: OutFn, delta_fn: DeltaFn, a0: jax.Array, params: PyTree, data: PyTree) -> jax.Array:
     """Runs the blocked recurrence and returns outputs of shape (num_blocks, B, K).
 
     Args:
@@ -209,12 +227,16 @@ def reversible_scan(out_fn: OutFn, delta_fn: DeltaFn, a0, params, data):
     return _forward(out_fn, delta_fn, a0, params, data)[0]
 
 
-def _scan_fwd(out_fn, delta_fn, a0, params, data):
+def _scan_fwd(
+    out_fn: OutFn, delta_fn: DeltaFn, a0: jax.Array, params: PyTree, data: PyTree
+) -> tuple[jax.Array, tuple[jax.Array, PyTree, PyTree]]:
     outputs, a_last = _forward(out_fn, delta_fn, a0, params, data)
     return outputs, (a_last, params, data)
 
 
-def _scan_bwd(out_fn, delta_fn, residuals, cotangents):
+def _scan_bwd(
+    out_fn: OutFn, delta_fn: DeltaFn, residuals: tuple[jax.Array, PyTree, PyTree], cotangents: jax.Array
+) -> tuple[jax.Array, PyTree, PyTree]:
     a_last, params, data = residuals
     _, grad_a0, grad_params = _reverse(out_fn, delta_fn, a_last, params, data, cotangents)
     return grad_a0, grad_params, jax.tree.map(lambda _: None, data)  # None: a symbolic zero
@@ -224,7 +246,15 @@ reversible_scan.defvjp(_scan_fwd, _scan_bwd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def reversible_weighted_sum(out_fn: OutFn, delta_fn: DeltaFn, a0, params, data, weights, final_carry=None):
+def reversible_weighted_sum(
+    out_fn: OutFn,
+    delta_fn: DeltaFn,
+    a0: jax.Array,
+    params: PyTree,
+    data: PyTree,
+    weights: jax.Array,
+    final_carry: jax.Array | None = None,
+) -> jax.Array:
     """Σ weights · outputs as a scalar; ``weights`` has the outputs' shape (num_blocks, B, K).
 
     ``final_carry`` (B, H), optional, is ``a0 + Σ_j delta_fn(params_j, data_j)`` when the
@@ -236,14 +266,27 @@ def reversible_weighted_sum(out_fn: OutFn, delta_fn: DeltaFn, a0, params, data, 
     return jnp.sum(weights * outputs)
 
 
-def _sum_fwd(out_fn, delta_fn, a0, params, data, weights, final_carry=None):
+def _sum_fwd(
+    out_fn: OutFn,
+    delta_fn: DeltaFn,
+    a0: jax.Array,
+    params: PyTree,
+    data: PyTree,
+    weights: jax.Array,
+    final_carry: jax.Array | None = None,
+) -> tuple[jax.Array, tuple[jax.Array, PyTree, PyTree, jax.Array, jax.Array | None]]:
     a_last = _final_carry(delta_fn, a0, params, data) if final_carry is None else final_carry
     outputs, grad_a0, grad_params = _reverse(out_fn, delta_fn, a_last, params, data, weights)
     residuals = (grad_a0, grad_params, data, outputs, final_carry)
     return jnp.sum(weights * outputs), residuals
 
 
-def _sum_bwd(out_fn, delta_fn, residuals, cotangent):
+def _sum_bwd(
+    out_fn: OutFn,
+    delta_fn: DeltaFn,
+    residuals: tuple[jax.Array, PyTree, PyTree, jax.Array, jax.Array | None],
+    cotangent: jax.Array,
+) -> tuple[jax.Array, PyTree, PyTree, jax.Array, None]:
     grad_a0, grad_params, data, outputs, final_carry = residuals
     scale = lambda g: g * cotangent
     return (

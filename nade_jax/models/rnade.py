@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import DTypeLike
 
 from nade_jax.models.heads import MoGHead
 from nade_jax.models.nade import SharedWeightNADE
@@ -26,10 +27,10 @@ class MoGNADE(SharedWeightNADE):
         activation: str = "sigmoid",
         min_scale: float = 1e-3,
         block_size: int | str = "auto",
-        param_dtype=jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
         init_scale: float | None = None,
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         check_positive_int(num_components, "num_components")
         if not min_scale > 0:
             raise ValueError(f"min_scale must be > 0, got {min_scale!r}")

@@ -12,14 +12,16 @@ one conditional that log_prob, loss and sample share.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import DTypeLike
 
 from nade_jax.models import BinaryNADE, NADEStep
 
 
 class TemperedStep(NADEStep):
-    def outputs(self, a, p):
+    def outputs(self, a: jax.Array, p: dict[str, jax.Array]) -> jax.Array:
         return super().outputs(a, p) * p["inv_temperature"]
 
 
@@ -28,12 +30,21 @@ class TemperedNADE(BinaryNADE):
 
     step_class = TemperedStep
 
-    def __init__(self, num_inputs, num_hidden, *, block_size=1, param_dtype=jnp.float32, rngs):
-        super().__init__(num_inputs, num_hidden, activation="tanh", block_size=block_size,
-                         param_dtype=param_dtype, rngs=rngs)
+    def __init__(
+        self,
+        num_inputs: int,
+        num_hidden: int,
+        *,
+        block_size: int = 1,
+        param_dtype: DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        super().__init__(
+            num_inputs, num_hidden, activation="tanh", block_size=block_size, param_dtype=param_dtype, rngs=rngs
+        )
         self.log_temperature = nnx.Param(jnp.zeros((), param_dtype))
 
-    def step_params(self, ordering):
+    def step_params(self, ordering: jax.Array | None) -> dict[str, jax.Array]:
         params = super().step_params(ordering)
         params["inv_temperature"] = jnp.broadcast_to(jnp.exp(-self.log_temperature[...]), (self.num_inputs,))
         return params
