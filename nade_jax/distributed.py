@@ -207,7 +207,7 @@ def as_global(tree: Any) -> Any:
     if process_count() == 1:
         return tree
     mesh = next(
-        leaf.sharding.mesh  # type: ignore[attr-defined]
+        leaf.sharding.mesh  # type: ignore[attr-defined]  # global leaves carry a NamedSharding (make_mesh)
         for leaf in jax.tree.leaves(tree)
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable
     )
