@@ -379,7 +379,7 @@ def _one_line(result, prog="nade-train"):
         (["seed=abc"], "seed must be an integer"),
         (["ordering=random", "ordering.seed=abc"], "ordering.seed must be an integer"),
         (["optimizer.learning_rate=abc"], "optimizer.learning_rate must be a number > 0"),
-        (["model=nade", "data=digits_real"], "use data=digits or data=binarized_mnist, or model=mog_nade"),
+        (["model=nade", "data=digits_real"], "use data=digits or data=mnist5k, or model=mog_nade"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, args, message):
