@@ -7,7 +7,7 @@ skipped (shape checks excepted) when called under ``jax.jit`` tracing.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import TypeVar
 
 import jax
@@ -27,6 +27,13 @@ def check_positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
+
+
+def check_hidden_sizes(hidden: object, name: str = "hidden") -> tuple[int, ...]:
+    """A non-empty sequence of layer sizes, each an integer >= 1, as a tuple."""
+    if not isinstance(hidden, Sequence) or isinstance(hidden, str) or len(hidden) == 0:
+        raise ValueError(f"{name} must be a non-empty sequence of integers >= 1, got {hidden!r}")
+    return tuple(check_positive_int(size, f"{name}[{i}]") for i, size in enumerate(hidden))
 
 
 def check_choice(value: str, name: str, allowed: Collection[str]) -> str:

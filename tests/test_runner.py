@@ -18,8 +18,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from test_train import compose_config, read_jsonl
 
 from nade_jax import runs
 from nade_jax.checkpoint import CheckpointError
@@ -37,15 +37,6 @@ TINY = [
     "trainer.progress=false",
     "logger=none",
 ]
-
-
-def compose_config(overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 def run_cli(args, cwd, module="nade_jax.train", timeout=300):

@@ -40,7 +40,14 @@ from jax.typing import ArrayLike, DTypeLike
 from nade_jax.models.base import DataKind, DensityModel, check_values
 from nade_jax.models.heads import BernoulliHead, Head, MoGHead
 from nade_jax.models.nade import ACTIVATIONS
-from nade_jax.validation import as_batch, as_ordering, check_choice, check_inputs, check_positive_int
+from nade_jax.validation import (
+    as_batch,
+    as_ordering,
+    check_choice,
+    check_hidden_sizes,
+    check_inputs,
+    check_positive_int,
+)
 
 OUTPUTS = ("bernoulli", "mog")
 _HASH_STREAM = 2**31 - 1  # folded into the mask seed for the ordering hash's coefficients
@@ -81,9 +88,7 @@ class MADE(DensityModel):
         rngs: nnx.Rngs,
     ) -> None:
         self.num_inputs = check_positive_int(num_inputs, "num_inputs")
-        if isinstance(hidden, (int, str)) or not hasattr(hidden, "__len__") or len(hidden) == 0:
-            raise ValueError(f"hidden must be a non-empty sequence of integers >= 1, got {hidden!r}")
-        self.hidden = tuple(check_positive_int(h, f"hidden[{i}]") for i, h in enumerate(hidden))
+        self.hidden = check_hidden_sizes(hidden)
         self.output = check_choice(output, "output", OUTPUTS)
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
         if not isinstance(order_agnostic, bool):

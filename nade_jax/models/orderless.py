@@ -43,6 +43,7 @@ from nade_jax.validation import (
     as_ordering,
     check_batch,
     check_choice,
+    check_hidden_sizes,
     check_inputs,
     check_positive_int,
     is_concrete,
@@ -109,9 +110,7 @@ class OrderlessNADE(DensityModel):
         rngs: nnx.Rngs,
     ) -> None:
         self.num_inputs = check_positive_int(num_inputs, "num_inputs")
-        if isinstance(hidden, (int, str)) or not hasattr(hidden, "__len__") or len(hidden) == 0:
-            raise ValueError(f"hidden must be a non-empty sequence of integers >= 1, got {hidden!r}")
-        self.hidden = tuple(check_positive_int(h, f"hidden[{i}]") for i, h in enumerate(hidden))
+        self.hidden = check_hidden_sizes(hidden)
         self.output = check_choice(output, "output", OUTPUTS)
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
         self.block_size = resolve_block_size(block_size, self.num_inputs, accelerator=ACCELERATOR_BLOCK_SIZE)
