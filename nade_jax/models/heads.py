@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
+from nade_jax.validation import check_positive_int
+
 _HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
 
 
@@ -192,3 +194,19 @@ class Head(Protocol):
     def sample(self, key: jax.Array, outputs: jax.Array) -> jax.Array: ...
 
     def init_bias(self, x: np.ndarray) -> np.ndarray: ...
+
+
+OUTPUTS = ("bernoulli", "mog")
+
+
+def make_head(output: str, num_components: int, min_scale: float) -> Head:
+    """The head named by a model's ``output`` argument: ``"bernoulli"`` (binary data) or
+    ``"mog"`` (real data, ``num_components`` Gaussians with scales >= ``min_scale``)."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
+    if output == "bernoulli":
+        return BernoulliHead()
+    num_components = check_positive_int(num_components, "num_components")
+    if not min_scale > 0:
+        raise ValueError(f"min_scale must be > 0, got {min_scale!r}")
+    return MoGHead(num_components, float(min_scale))

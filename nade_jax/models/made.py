@@ -38,7 +38,7 @@ from flax import nnx
 from jax.typing import ArrayLike, DTypeLike
 
 from nade_jax.models.base import DataKind, DensityModel, check_values
-from nade_jax.models.heads import BernoulliHead, Head, MoGHead
+from nade_jax.models.heads import OUTPUTS, Head, make_head
 from nade_jax.models.nade import ACTIVATIONS
 from nade_jax.validation import (
     as_batch,
@@ -49,7 +49,6 @@ from nade_jax.validation import (
     check_positive_int,
 )
 
-OUTPUTS = ("bernoulli", "mog")
 _HASH_STREAM = 2**31 - 1  # folded into the mask seed for the ordering hash's coefficients
 
 
@@ -104,13 +103,7 @@ class MADE(DensityModel):
             raise ValueError(f"mask_seed must be an integer >= 0, got {mask_seed!r}")
         self.mask_seed = mask_seed
         self.is_orderless = order_agnostic
-        if output == "mog":
-            check_positive_int(num_components, "num_components")
-            if not min_scale > 0:
-                raise ValueError(f"min_scale must be > 0, got {min_scale!r}")
-            self.head: Head = MoGHead(int(num_components), float(min_scale))
-        else:
-            self.head = BernoulliHead()
+        self.head: Head = make_head(output, num_components, min_scale)
         self.data_kind = cast(DataKind, self.head.data_kind)  # the head names one of DATA_KINDS
 
         D, P, H1, HL = self.num_inputs, self.head.num_outputs, self.hidden[0], self.hidden[-1]

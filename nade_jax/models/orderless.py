@@ -35,7 +35,7 @@ from flax import nnx
 from jax.typing import ArrayLike, DTypeLike
 
 from nade_jax.models.base import DensityModel
-from nade_jax.models.heads import BernoulliHead, Head, MoGHead
+from nade_jax.models.heads import OUTPUTS, Head, make_head
 from nade_jax.models.nade import ACTIVATIONS
 from nade_jax.models.reversible_scan import PyTree, block_carries, block_validity, resolve_block_size, to_blocks
 from nade_jax.validation import (
@@ -49,7 +49,6 @@ from nade_jax.validation import (
     is_concrete,
 )
 
-OUTPUTS = ("bernoulli", "mog")
 # Variables per scan step on GPU/TPU: L·B rows per upper-layer matmul (1600 at B = 100)
 # and D/L = 49 steps at D = 784; the masked matmul adds L/H_2 (3 % at H_2 = 500) to the work.
 ACCELERATOR_BLOCK_SIZE = 16
@@ -114,13 +113,7 @@ class OrderlessNADE(DensityModel):
         self.output = check_choice(output, "output", OUTPUTS)
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
         self.block_size = resolve_block_size(block_size, self.num_inputs, accelerator=ACCELERATOR_BLOCK_SIZE)
-        if output == "mog":
-            check_positive_int(num_components, "num_components")
-            if not min_scale > 0:
-                raise ValueError(f"min_scale must be > 0, got {min_scale!r}")
-            self.head: Head = MoGHead(int(num_components), float(min_scale))
-        else:
-            self.head = BernoulliHead()
+        self.head: Head = make_head(output, num_components, min_scale)
         self.data_kind = "binary" if self.head.binary else "real"
 
         D, P = self.num_inputs, self.head.num_outputs
