@@ -48,7 +48,7 @@ class Run:
     reason: str | None
     model: str  # the model config's name, plus any distinguishing overrides
     data: str
-    ordering: str  # the training (orderless: validation) ordering's label
+    ordering: str  # the training (orderless: sampling) ordering's label
     seed: int | None
     metrics: dict[str, Any]
     profiles: dict[str, Any] | None = None
@@ -583,7 +583,7 @@ def _sample_grids(runs: list[Run]) -> list[tuple[str, Path]]:
         key = (run.model, run.ordering)
         if path.exists() and key not in grids:
             grids[key] = (
-                f"{run.model} · {run.ordering}{' (validation)' if run.orderless else ''} · seed {run.seed} · "
+                f"{run.model} · {run.ordering}{' (sampling)' if run.orderless else ''} · seed {run.seed} · "
                 f"step {run.metrics.get('train/steps', run.metrics.get('step', '?'))}",
                 path,
             )

@@ -356,7 +356,7 @@ def make_checked_optimizer(optimizer_cfg: DictConfig, total_steps: int, params: 
 
 
 def make_ordering(cfg: DictConfig, splits: Splits) -> jax.Array:
-    """(D,) the training ordering (the validation ordering of orderless models)."""
+    """(D,) the training ordering (orderless models: the ordering of the sample grids)."""
     return orderings.make(
         cfg.ordering.kind, splits.num_inputs, seed=cfg.ordering.get("seed", 0), image_shape=splits.image_shape
     )

@@ -369,7 +369,7 @@ def log_sample_grid(
     model_name = _choices().get("model") or type(model).__name__
     title = (
         f"{model_name} · ordering {orderings.label(cfg.ordering.kind, cfg.ordering.get('seed', 0))}"
-        f"{' (validation)' if model.is_orderless else ''} · seed {cfg.seed} · step {step}"
+        f"{' (sampling)' if model.is_orderless else ''} · seed {cfg.seed} · step {step}"
     )
     logger.log_image(name, save_sample_grid(np.asarray(samples), splits.image_shape, path, title=title), step)
 
