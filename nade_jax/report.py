@@ -584,7 +584,7 @@ def _sample_grids(runs: list[Run]) -> list[tuple[str, Path]]:
         if path.exists() and key not in grids:
             grids[key] = (
                 f"{run.model} · {run.ordering}{' (sampling)' if run.orderless else ''} · seed {run.seed} · "
-                f"step {run.metrics.get('train/steps', run.metrics.get('step', '?'))}",
+                f"best parameters (ran to step {run.metrics.get('train/steps', run.metrics.get('step', '?'))})",
                 path,
             )
     return list(grids.values())

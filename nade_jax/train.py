@@ -347,7 +347,7 @@ def report_final(
         logger.log_ordering_table(result.per_ordering, result.ensemble_curve, step)
     logger.log_profiles(result.profiles, step=step, train_ordering=ordering_name, image_shape=splits.image_shape)
     if cfg.trainer.num_samples and distributed.is_main():
-        log_sample_grid(cfg, model, splits, train_ordering, run_dir / "samples.png", logger, "samples", step)
+        log_sample_grid(cfg, model, splits, train_ordering, run_dir / "samples.png", logger, "samples", step, best=True)
     log.info(result.line())
     return dict(result.metrics)
 
@@ -361,15 +361,18 @@ def log_sample_grid(
     logger: RunLogger,
     name: str,
     step: int,
+    best: bool = False,
 ) -> None:
-    """A sample grid titled with the model, the ordering and the step, saved and logged."""
+    """A sample grid titled with the model, the ordering and the step, saved and logged;
+    ``best``: ``model`` holds the best parameters of a run that ended at ``step``."""
     from nade_jax.plots import save_sample_grid
 
     samples = model.sample(jax.random.key(cfg.seed + 1), cfg.trainer.num_samples, ordering)
     model_name = _choices().get("model") or type(model).__name__
     title = (
         f"{model_name} · ordering {orderings.label(cfg.ordering.kind, cfg.ordering.get('seed', 0))}"
-        f"{' (sampling)' if model.is_orderless else ''} · seed {cfg.seed} · step {step}"
+        f"{' (sampling)' if model.is_orderless else ''} · seed {cfg.seed} · "
+        f"{f'best parameters (ran to step {step})' if best else f'step {step}'}"
     )
     logger.log_image(name, save_sample_grid(np.asarray(samples), splits.image_shape, path, title=title), step)
 
