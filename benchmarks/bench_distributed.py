@@ -30,7 +30,8 @@ WORKER = textwrap.dedent(
                                    process_id=int(process_id), initialization_timeout=120)
     import jax.numpy as jnp, optax
     from flax import nnx
-    from nade_jax import distributed, steps
+    from nade_jax import steps
+    from nade_jax.run import distributed
     from nade_jax.models import BinaryNADE, OrderlessNADE
 
     D = 784
@@ -42,7 +43,7 @@ WORKER = textwrap.dedent(
     tx = optax.adam(1e-3)
     mesh = steps.make_mesh(devices)
     step = steps.make_train_step(graphdef, tx, mesh)
-    rows = distributed.process_rows(steps.batch_sharding(mesh), batch)
+    rows = parallel.process_rows(steps.batch_sharding(mesh), batch)
     data = (np.random.default_rng(0).random((batch, D)) < 0.3).astype(np.float32)
     ordering = jnp.arange(D)
     opt_state = tx.init(params)

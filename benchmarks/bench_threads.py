@@ -47,7 +47,7 @@ def run_job(setting: dict, max_steps: int, run_dir: str) -> float:
         *setting["prefix"],
         sys.executable,
         "-m",
-        "nade_jax.train",
+        "nade_jax.run.app",
         "logger=none",
         "trainer.progress=false",
         f"trainer.max_steps={max_steps}",

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from nade_jax import orderings
+from nade_jax.checks import check_inputs
 from nade_jax.orderings import ensemble_log_prob, log_prob_per_ordering
-from nade_jax.validation import check_inputs
 
 # The Hydra configs (conf/ beside the package, in a checkout or an editable install), as an
 # absolute path so that console scripts find them whatever the working directory.

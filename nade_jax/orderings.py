@@ -11,7 +11,7 @@ import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
-from nade_jax.validation import check_batch, check_ordering, check_positive_int
+from nade_jax.checks import check_batch, check_ordering, check_positive_int
 
 if TYPE_CHECKING:
     from nade_jax.models.base import DensityModel

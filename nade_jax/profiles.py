@@ -21,8 +21,8 @@ import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
+from nade_jax.checks import check_ordering, check_positive_int
 from nade_jax.models.base import DensityModel, _check_arguments
-from nade_jax.validation import check_ordering, check_positive_int
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))

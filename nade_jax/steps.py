@@ -12,7 +12,7 @@ parameters. The same code runs on one CPU, several XLA host devices (set
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts), a multi-GPU
 host or a TPU slice.
 
-Multi-process (``nade_jax.distributed``): after ``jax.distributed.initialize()`` the mesh
+Multi-process (``nade_jax.run.distributed``): after ``jax.distributed.initialize()`` the mesh
 spans the devices of every process and each process passes only its rows of the global
 batch to the step, which assembles them with ``jax.make_array_from_process_local_data``.
 
@@ -36,7 +36,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
-from nade_jax import distributed
+from nade_jax import parallel
 
 if TYPE_CHECKING:
     from nade_jax.models.base import DensityModel
@@ -51,7 +51,7 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     """A 1-D mesh over ``num_devices`` devices of each process (None: all of them).
 
     One process: the first ``num_devices`` visible devices. Several processes
-    (``nade_jax.distributed``): the first ``num_devices`` local devices of every process,
+    (``nade_jax.run.distributed``): the first ``num_devices`` local devices of every process,
     in process order, so process p holds the p-th contiguous block of every batch.
     """
     per_process = jax.local_device_count()
@@ -151,11 +151,9 @@ def make_train_step(
     def global_step(
         params: optax.Params, opt_state: optax.OptState, batch: jax.Array, key: jax.Array | None, ordering: jax.Array
     ) -> tuple[optax.Params, optax.OptState, jax.Array]:
-        if distributed.process_count() > 1:  # this process's values -> global arrays
-            params, opt_state, key, ordering = distributed.to_global(
-                (params, opt_state, key, ordering), replicated(mesh)
-            )
-            batch = distributed.to_global(batch, batch_sharding(mesh))
+        if parallel.process_count() > 1:  # this process's values -> global arrays
+            params, opt_state, key, ordering = parallel.to_global((params, opt_state, key, ordering), replicated(mesh))
+            batch = parallel.to_global(batch, batch_sharding(mesh))
         outputs = step(params, opt_state, batch, key, ordering)
         return jax.block_until_ready(outputs) if blocks else outputs
 

@@ -18,11 +18,13 @@ import pytest
 from flax import nnx
 from hydra import compose, initialize_config_dir
 
-from nade_jax import distributed
+from nade_jax import parallel
 from nade_jax.data.preprocess import dynamic_binarize
 from nade_jax.models.orderless import random_masks
-from nade_jax.runs import ConfigError, restore_run
-from nade_jax.train import train
+from nade_jax.run import distributed
+from nade_jax.run.app import train
+from nade_jax.run.build import restore_run
+from nade_jax.run.errors import ConfigError
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -67,8 +69,8 @@ def test_distributed_is_off_by_default():
     cfg = compose_config([])
     distributed.check(cfg.distributed)
     assert not distributed.enabled(cfg.distributed)
-    assert distributed.process_count() == 1
-    assert distributed.is_main()
+    assert parallel.process_count() == 1
+    assert parallel.is_main()
 
 
 # ---------------------------------------------------------------------------------------
@@ -100,7 +102,9 @@ EVERY_FAMILY = textwrap.dedent(
     from flax import nnx
     from hydra import compose, initialize_config_dir
     import optax
-    from nade_jax import runs, steps
+    from nade_jax import steps
+    from nade_jax.run import build
+    from nade_jax.run import errors
 
     assert len(jax.devices()) == 2
     conf, names = sys.argv[1], sys.argv[2:]
@@ -109,14 +113,14 @@ EVERY_FAMILY = textwrap.dedent(
         for data in ("digits", "digits_real", "digits_levels"):
             with initialize_config_dir(config_dir=conf, version_base="1.3"):
                 cfg = compose("config", overrides=[f"model={name}", f"data={data}"])
-            splits = runs.load_data(cfg.data)
+            splits = build.load_data(cfg.data)
             try:
-                model = runs.build_model(cfg, splits)
+                model = build.build_model(cfg, splits)
                 break
-            except runs.ConfigError:
+            except errors.ConfigError:
                 continue
         model.init_from_data(splits.train)
-        ordering = runs.make_ordering(cfg, splits)
+        ordering = build.make_ordering(cfg, splits)
         graphdef, params0 = nnx.split(model)
         # Adam would turn rounding-level gradients into full-size steps; clipping keeps the
         # real-valued MoG models' first steps (gradients ~1e3) from amplifying rounding
@@ -192,7 +196,7 @@ def start_processes(args, run_dir, cwd, heartbeat=10):
     logs = [open(Path(cwd) / f"{Path(run_dir).name}_process{i}.log", "w") for i in range(2)]  # noqa: SIM115 (the processes outlive this call)
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "nade_jax.train", *common, f"distributed.process_id={i}"],
+            [sys.executable, "-m", "nade_jax.run.app", *common, f"distributed.process_id={i}"],
             cwd=cwd,
             env=env,
             stdout=log,
@@ -213,7 +217,7 @@ def run_two_processes(args, run_dir, cwd, timeout=400):
 def run_one_process(args, run_dir, cwd, devices):
     env = {**os.environ, **ENV, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     result = subprocess.run(
-        [sys.executable, "-m", "nade_jax.train", *args, f"trainer.devices={devices}", f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "nade_jax.run.app", *args, f"trainer.devices={devices}", f"hydra.run.dir={run_dir}"],
         cwd=cwd,
         env=env,
         capture_output=True,

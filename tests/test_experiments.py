@@ -9,7 +9,7 @@ from flax import nnx
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from nade_jax.optim import make_optimizer
+from nade_jax.run.optim import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
@@ -50,7 +50,7 @@ def test_experiment_builds_and_documents_its_needs(name):
 
 @pytest.mark.parametrize("model", ["markov", "fvsbn"])
 def test_baseline_families_run_through_the_runner(model, tmp_path):
-    from nade_jax.train import train
+    from nade_jax.run.app import train
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("config", overrides=[f"model={model}", "ordering=reverse", *TINY])
@@ -66,7 +66,7 @@ def test_compare_orderings_evaluates_the_orderless_model_on_the_nades_orderings(
     from omegaconf import OmegaConf
 
     from nade_jax import orderings
-    from nade_jax.train import multirun_flag
+    from nade_jax.run.app import multirun_flag
 
     spec = OmegaConf.load(ROOT / "experiments" / "compare_orderings.yaml")
     params = spec.hydra.sweeper.params

@@ -11,7 +11,7 @@ from flax import nnx
 from nade_jax.data import independent_baseline_nll, load
 from nade_jax.models import BinaryNADE, MoGNADE, OrderlessNADE
 from nade_jax.models.layerwise import grow
-from nade_jax.optim import make_optimizer
+from nade_jax.run.optim import make_optimizer
 
 SGD = {
     "_target_": "optax.sgd",

@@ -60,7 +60,7 @@ def test_slurm_multinode_sbatch_script_has_the_requested_tasks_and_resources(tmp
         [
             sys.executable,
             "-m",
-            "nade_jax.train",
+            "nade_jax.run.app",
             "-m",
             "distributed=slurm_multinode",
             "hydra.launcher.nodes=3",
@@ -106,7 +106,7 @@ def test_ray_sweep_of_two_tiny_jobs_completes_on_a_local_ray(tmp_path):
         [
             sys.executable,
             "-m",
-            "nade_jax.train",
+            "nade_jax.run.app",
             "-m",
             "hydra/launcher=ray_local",
             "model.num_hidden=8,16",

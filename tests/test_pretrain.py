@@ -5,9 +5,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from test_train import CONF
 
-from nade_jax import pretrain
-from nade_jax.runs import ConfigError, restore_run
-from nade_jax.train import train
+from nade_jax.run import pretrain
+from nade_jax.run.app import train
+from nade_jax.run.build import restore_run
+from nade_jax.run.errors import ConfigError
 
 TINY = [
     "trainer.max_steps=40",
@@ -37,7 +38,7 @@ def one_layer_run(tmp_path_factory):
 def test_layerwise_pretraining_grows_the_trained_model(one_layer_run, tmp_path):
     small = restore_run(one_layer_run).model
     cfg = compose_config(["model.hidden=[16,16]", f"init_from={one_layer_run}"])
-    from nade_jax.runs import build_model, load_data
+    from nade_jax.run.build import build_model, load_data
 
     model = build_model(cfg, load_data(cfg.data))
     pretrain.initialise_from(model, one_layer_run, init_scale=0.01, seed=0)
@@ -51,7 +52,7 @@ def test_layerwise_pretraining_grows_the_trained_model(one_layer_run, tmp_path):
 
 def test_warm_start_copies_the_same_model(one_layer_run):
     cfg = compose_config(["model.hidden=[16]"])
-    from nade_jax.runs import build_model, load_data
+    from nade_jax.run.build import build_model, load_data
 
     model = pretrain.initialise_from(build_model(cfg, load_data(cfg.data)), one_layer_run)
     small = restore_run(one_layer_run).model

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nade_jax import evaluate
+from nade_jax import evaluation
 from nade_jax.data import Splits
 from nade_jax.models import MADE, BinaryNADE, OrderlessNADE
 
@@ -28,31 +28,31 @@ def orderless(D=6, seed=0):
 
 
 def test_evaluation_orderings_are_random_seeded_and_prefix_stable():
-    names, rows = evaluate.evaluation_orderings(20, 16, seed=1234)
+    names, rows = evaluation.evaluation_orderings(20, 16, seed=1234)
     assert names[:2] == ["random_0", "random_1"]
     assert len(names) == 16
     rows = np.asarray(rows)
     assert all(sorted(r) == list(range(20)) for r in rows)
     assert not any(np.array_equal(r, np.arange(20)) or np.array_equal(r, np.arange(20)[::-1]) for r in rows)
     assert len({tuple(r) for r in rows}) == 16
-    np.testing.assert_array_equal(rows[:4], evaluate.evaluation_orderings(20, 4, seed=1234)[1])
-    np.testing.assert_array_equal(rows, evaluate.evaluation_orderings(20, 16, seed=1234)[1])
-    assert not np.array_equal(rows, evaluate.evaluation_orderings(20, 16, seed=1)[1])
+    np.testing.assert_array_equal(rows[:4], evaluation.evaluation_orderings(20, 4, seed=1234)[1])
+    np.testing.assert_array_equal(rows, evaluation.evaluation_orderings(20, 16, seed=1234)[1])
+    assert not np.array_equal(rows, evaluation.evaluation_orderings(20, 16, seed=1)[1])
 
 
 def test_models_with_their_own_orderings_keep_them():
     made = MADE(6, hidden=(8,), order_agnostic=True, num_masks=3, rngs=nnx.Rngs(0))
-    names, rows = evaluate.evaluation_orderings(6, 8, seed=0, model=made)
+    names, rows = evaluation.evaluation_orderings(6, 8, seed=0, model=made)
     assert names == ["mask_0", "mask_1", "mask_2"]
     np.testing.assert_array_equal(rows, made.evaluation_orderings(8))
 
 
 def test_orderless_final_evaluation_is_the_papers_protocol():
     splits, model = tiny_splits(), orderless()
-    result = evaluate.final_evaluation(model, splits, None, num_orderings=16, orderings_seed=7, batch_size=16)
+    result = evaluation.final_evaluation(model, splits, None, num_orderings=16, orderings_seed=7, batch_size=16)
     m = result.metrics
-    names, rows = evaluate.evaluation_orderings(6, 16, seed=7)
-    per = np.array([evaluate.nll(model, splits.test, o) for o in rows])
+    names, rows = evaluation.evaluation_orderings(6, 16, seed=7)
+    per = np.array([evaluation.nll(model, splits.test, o) for o in rows])
     np.testing.assert_allclose(list(result.per_ordering.values()), per, rtol=1e-5)
     assert list(result.per_ordering) == names
     assert m["test/nll"] == pytest.approx(per[:10].mean(), rel=1e-5)
@@ -63,8 +63,8 @@ def test_orderless_final_evaluation_is_the_papers_protocol():
     assert list(result.ensemble_curve) == [1, 2, 4, 8, 16]
     assert result.ensemble_curve[1] == pytest.approx(per[0], rel=1e-5)
     assert m["test/ensemble_nll"] == result.ensemble_curve[16] <= per.mean() + 1e-6
-    assert m["test/identity_nll"] == pytest.approx(evaluate.nll(model, splits.test, np.arange(6)), rel=1e-6)
-    assert m["test/reverse_nll"] == pytest.approx(evaluate.nll(model, splits.test, np.arange(6)[::-1]), rel=1e-6)
+    assert m["test/identity_nll"] == pytest.approx(evaluation.nll(model, splits.test, np.arange(6)), rel=1e-6)
+    assert m["test/reverse_nll"] == pytest.approx(evaluation.nll(model, splits.test, np.arange(6)[::-1]), rel=1e-6)
     assert "± " in result.line()
     assert "10 random orderings" in result.line()
 
@@ -73,12 +73,12 @@ def test_fixed_order_models_are_evaluated_under_their_training_ordering():
     splits = tiny_splits()
     model = BinaryNADE(6, 5, rngs=nnx.Rngs(0))
     ordering = np.array([5, 3, 1, 0, 2, 4])
-    result = evaluate.final_evaluation(model, splits, ordering, num_orderings=16, orderings_seed=7)
-    assert result.metrics["test/nll"] == pytest.approx(evaluate.nll(model, splits.test, ordering), rel=1e-6)
+    result = evaluation.final_evaluation(model, splits, ordering, num_orderings=16, orderings_seed=7)
+    assert result.metrics["test/nll"] == pytest.approx(evaluation.nll(model, splits.test, ordering), rel=1e-6)
     assert not result.per_ordering
     assert "test/nll_se" not in result.metrics
-    assert evaluate.validation_nll(model, splits.val, ordering) == pytest.approx(
-        evaluate.nll(model, splits.val, ordering), rel=1e-6
+    assert evaluation.validation_nll(model, splits.val, ordering) == pytest.approx(
+        evaluation.nll(model, splits.val, ordering), rel=1e-6
     )
 
 
@@ -88,9 +88,9 @@ def test_masked_estimate_is_fixed_and_estimates_the_ordering_average():
     D = 4
     splits, model = tiny_splits(D), orderless(D)
     val = splits.val
-    assert evaluate.validation_nll(model, val, None) == evaluate.masked_nll_estimate(model, val)
-    assert evaluate.masked_nll_estimate(model, val) == evaluate.masked_nll_estimate(model, val)
-    exact = np.mean([evaluate.nll(model, val, np.array(o)) for o in itertools.permutations(range(D))])
-    draws = [evaluate.masked_nll_estimate(model, val, num_draws=1, seed=s) for s in range(200)]
+    assert evaluation.validation_nll(model, val, None) == evaluation.masked_nll_estimate(model, val)
+    assert evaluation.masked_nll_estimate(model, val) == evaluation.masked_nll_estimate(model, val)
+    exact = np.mean([evaluation.nll(model, val, np.array(o)) for o in itertools.permutations(range(D))])
+    draws = [evaluation.masked_nll_estimate(model, val, num_draws=1, seed=s) for s in range(200)]
     se = np.std(draws, ddof=1) / np.sqrt(len(draws))
     assert abs(np.mean(draws) - exact) < 4 * se, (np.mean(draws), exact, se)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from nade_jax.report import build_report
+from nade_jax.report.cli import build_report
 
 D, SHAPE = 16, (4, 4)
 
@@ -205,7 +205,7 @@ def test_diverged_and_failed_runs_are_listed_with_reasons_and_change_no_axis(tmp
 
 
 def test_no_finished_run_is_one_line(tmp_path, capsys):
-    from nade_jax.report import main
+    from nade_jax.report.cli import main
 
     make_run(
         tmp_path,
@@ -273,7 +273,7 @@ def test_tiny_real_sweep_report_and_wandb(tmp_path):
         [
             python,
             "-m",
-            "nade_jax.train",
+            "nade_jax.run.app",
             "-m",
             models,
             "ordering=identity,reverse",
@@ -299,7 +299,7 @@ def test_tiny_real_sweep_report_and_wandb(tmp_path):
     )
     assert list((orderless[0] / "samples").glob("step_*.png"))
 
-    _run([python, "-m", "nade_jax.report", str(sweep)], cwd=tmp_path)
+    _run([python, "-m", "nade_jax.report.cli", str(sweep)], cwd=tmp_path)
     text = (sweep / "report" / "report.html").read_text()
     summary = json.loads((sweep / "report" / "report.json").read_text())["data"]["digits"]
     assert "±" in text
@@ -313,7 +313,7 @@ def test_tiny_real_sweep_report_and_wandb(tmp_path):
 
     # nade-eval logs into the W&B run it evaluates (offline: a second attempt with the same id).
     _run(
-        [python, "-m", "nade_jax.eval_cli", f"run_dir='{orderless[0]}'", "num_orderings=4", "num_samples=0"],
+        [python, "-m", "nade_jax.run.eval_app", f"run_dir='{orderless[0]}'", "num_orderings=4", "num_samples=0"],
         cwd=tmp_path,
     )
     attempts = sorted((orderless[0] / "wandb").glob("offline-run-*"))

@@ -21,10 +21,13 @@ import pytest
 from omegaconf import OmegaConf
 from test_train import compose_config, read_jsonl
 
-from nade_jax import runs
-from nade_jax.checkpoint import CheckpointError
-from nade_jax.runs import ConfigError, Diverged, RunDirMismatch, restore_run
-from nade_jax.train import divergence_reason, train
+from nade_jax.run import rundir
+from nade_jax.run.app import train
+from nade_jax.run.build import restore_run
+from nade_jax.run.checkpoint import CheckpointError
+from nade_jax.run.errors import ConfigError, Diverged, RunDirMismatch
+from nade_jax.run.loop import divergence_reason
+from nade_jax.run.state import TrainState, as_arrays
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 TINY = [
@@ -39,7 +42,7 @@ TINY = [
 ]
 
 
-def run_cli(args, cwd, module="nade_jax.train", timeout=300):
+def run_cli(args, cwd, module="nade_jax.run.app", timeout=300):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
@@ -130,12 +133,12 @@ def test_finished_run_rerun_reports_and_adds_nothing(uninterrupted, tmp_path):
 def test_defining_and_reporting_keys():
     base = compose_config(TINY)
     assert (
-        runs.defining_differences(
+        rundir.defining_differences(
             compose_config([*TINY, "trainer.num_eval_orderings=3", "logger=wandb", "trainer.devices=2"]), base
         )
         == []
     )
-    differences = runs.defining_differences(compose_config([*TINY, "ordering=random", "seed=1"]), base)
+    differences = rundir.defining_differences(compose_config([*TINY, "ordering=random", "seed=1"]), base)
     assert [d.split(" ")[0] for d in differences] == ["ordering.kind", "seed"]
 
 
@@ -165,20 +168,20 @@ def test_damaged_latest_checkpoint_falls_back_with_one_warning(how, uninterrupte
     with pytest.raises(Killed):
         train(compose_config(TINY), run_dir)
     monkeypatch.undo()
-    assert runs.read_status(run_dir)["status"] == "failed"
+    assert rundir.read_status(run_dir)["status"] == "failed"
     _damage(run_dir / "checkpoints" / "40", how)
 
     # nade-eval's read-only restore falls back to step 20 and changes nothing.
     before = snapshot(run_dir)
-    with caplog.at_level(logging.WARNING, logger="nade_jax.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="nade_jax.run.checkpoint"):
         assert restore_run(run_dir).step == 20
     assert snapshot(run_dir) == before
-    ours = lambda: [r.getMessage().split(" (")[0] for r in caplog.records if r.name == "nade_jax.checkpoint"]
+    ours = lambda: [r.getMessage().split(" (")[0] for r in caplog.records if r.name == "nade_jax.run.checkpoint"]
     assert ours() == [f"checkpoint step 40 in {run_dir / 'checkpoints'} is unreadable"]
     caplog.clear()
 
     # The resumed run falls back to step 20 and ends bit-identical to the uninterrupted one.
-    with caplog.at_level(logging.WARNING, logger="nade_jax.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="nade_jax.run.checkpoint"):
         metrics = train(compose_config(TINY), run_dir)
     assert ours() == [f"checkpoint step 40 in {run_dir / 'checkpoints'} is unreadable"]
     assert (run_dir / "checkpoints" / "40.unreadable").exists()  # set aside, not deleted
@@ -236,8 +239,8 @@ RULE = OmegaConf.create({"max_excess": 1.0, "patience": 3, "max_rise": 100.0})
 def _state(best, far=0):
     from flax.training.early_stopping import EarlyStopping
 
-    stopping = runs.as_arrays(EarlyStopping(best_metric=best))
-    return runs.TrainState(
+    stopping = as_arrays(EarlyStopping(best_metric=best))
+    return TrainState(
         step=0, params={}, opt_state={}, key=0, best_params={}, early_stopping=stopping, evals_far_above=np.asarray(far)
     )
 
@@ -264,7 +267,7 @@ def test_huge_learning_rate_is_reported_as_diverged(uninterrupted, tmp_path):
     cfg = compose_config([*TINY, "optimizer.learning_rate=1e6", "trainer.max_steps=200"])
     with pytest.raises(Diverged, match=r"the run diverged and was stopped.*lower optimizer\.learning_rate"):
         train(cfg, run_dir)
-    status = runs.read_status(run_dir)
+    status = rundir.read_status(run_dir)
     assert status["status"] == "diverged"
     assert "validation NLL" in status["reason"]
     assert not (run_dir / "summary.json").exists()  # no test figure for a diverged run
@@ -273,7 +276,7 @@ def test_huge_learning_rate_is_reported_as_diverged(uninterrupted, tmp_path):
     with pytest.raises(Diverged, match="diverged earlier"):  # a rerun does not resume it
         train(cfg, run_dir)
     # The report lists it apart from the results.
-    from nade_jax.report import build_report
+    from nade_jax.report.cli import build_report
 
     shutil.copytree(uninterrupted[0], tmp_path / "sweep" / "good")
     text = build_report(tmp_path / "sweep", tmp_path / "report").with_name("report.md").read_text()
@@ -293,7 +296,7 @@ def test_huge_learning_rate_is_reported_as_diverged(uninterrupted, tmp_path):
         ("optimizer", {"_target_": "os.system", "_partial_": True, "learning_rate": 0.1}),
         ("optimizer.b1", {"_target_": "builtins.open", "file": "VICTIM", "mode": "w"}),
         ("data.extra", [{"_target_": "builtins.open", "file": "VICTIM", "mode": "w"}]),
-        ("model", {"_target_": "nade_jax.runs.write_status", "run_dir": "VICTIM", "status": "x"}),
+        ("model", {"_target_": "nade_jax.run.build.write_status", "run_dir": "VICTIM", "status": "x"}),
     ],
 )
 def test_run_dir_config_with_foreign_target_is_refused(uninterrupted, tmp_path, key, node):
@@ -393,13 +396,13 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
 def test_nade_eval_errors_are_one_line(uninterrupted, tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     args = [a.replace("RUN", str(uninterrupted[0])).replace("EMPTY", str(tmp_path / "empty")) for a in args]
-    line = _one_line(run_cli(args, tmp_path, module="nade_jax.eval_cli"), "nade-eval")
+    line = _one_line(run_cli(args, tmp_path, module="nade_jax.run.eval_app"), "nade-eval")
     assert message in line
 
 
 @pytest.mark.slow
 def test_nade_eval_help_lists_only_its_keys(tmp_path):
-    result = run_cli(["--help"], tmp_path, module="nade_jax.eval_cli")
+    result = run_cli(["--help"], tmp_path, module="nade_jax.run.eval_app")
     assert result.returncode == 0
     assert "run_dir=DIR" in result.stdout
     assert "== Configuration groups ==" not in result.stdout
@@ -416,11 +419,11 @@ def test_mismatched_rerun_through_the_cli_leaves_the_run_usable(tmp_path):
     line = _one_line(run_cli([*TINY, f"hydra.run.dir={run_dir}"], tmp_path))
     assert "holds a different run: data.name (saved 'digits_real', requested 'digits')" in line
     assert snapshot(run_dir) == before
-    evaluated = run_cli([f"run_dir={run_dir}", "num_orderings=2", "num_samples=0"], tmp_path, "nade_jax.eval_cli")
+    evaluated = run_cli([f"run_dir={run_dir}", "num_orderings=2", "num_samples=0"], tmp_path, "nade_jax.run.eval_app")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert evaluated.stderr == ""
     assert len(evaluated.stdout.splitlines()) == 1
-    from nade_jax.report import read_run
+    from nade_jax.report.cli import read_run
 
     assert read_run(run_dir).model == "mog_nade"
 
@@ -462,7 +465,7 @@ def test_resume_after_ten_random_sigkills_is_bit_identical(tmp_path):
     while kills < 10 and attempts < 40:
         attempts += 1
         process = subprocess.Popen(
-            [sys.executable, "-m", "nade_jax.train", *args, f"hydra.run.dir={killed}"],
+            [sys.executable, "-m", "nade_jax.run.app", *args, f"hydra.run.dir={killed}"],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.DEVNULL,

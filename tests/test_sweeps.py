@@ -39,7 +39,7 @@ def finished_runs(sweep_dir):
 def test_basic_launcher_2x2_multirun_and_report(tmp_path):
     sweep = tmp_path / "sweep"
     run_module(
-        "nade_jax.train",
+        "nade_jax.run.app",
         ["-m", "ordering=identity,reverse", "model=nade,orderless_nade", f"hydra.sweep.dir={sweep}", *TINY],
         tmp_path,
     )
@@ -58,7 +58,7 @@ def test_basic_launcher_2x2_multirun_and_report(tmp_path):
         assert summary["test/nll"] > 0
     assert pairs == {("nade", "identity"), ("nade", "reverse"), ("orderless_nade", "identity")}
 
-    report = run_module("nade_jax.report", [str(sweep)], tmp_path)
+    report = run_module("nade_jax.report.cli", [str(sweep)], tmp_path)
     text = (sweep / "report" / "report.md").read_text()
     rows = [line for line in text.split("## Runs plotted")[1].splitlines() if "| digits |" in line]
     assert len(rows) == 3
@@ -75,7 +75,7 @@ def test_basic_launcher_2x2_multirun_and_report(tmp_path):
 def test_submitit_local_multirun(tmp_path):
     sweep = tmp_path / "sweep"
     run_module(
-        "nade_jax.train",
+        "nade_jax.run.app",
         ["-m", "hydra/launcher=submitit_local_cpu", "ordering=identity,reverse", f"hydra.sweep.dir={sweep}", *TINY],
         tmp_path,
     )
@@ -88,7 +88,7 @@ def test_submitit_local_multirun(tmp_path):
 def test_nade_eval_reproduces_the_runs_ordering_table(tmp_path):
     run_dir = tmp_path / "run"
     run_module(
-        "nade_jax.train",
+        "nade_jax.run.app",
         [
             "model=orderless_nade",
             "model.hidden=[16]",
@@ -100,7 +100,9 @@ def test_nade_eval_reproduces_the_runs_ordering_table(tmp_path):
     )
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     table = next(r for r in logged if "test/nll_per_ordering" in r)
-    run_module("nade_jax.eval_cli", [f"run_dir={run_dir}", "num_orderings=4", "seed=1234", "num_samples=4"], tmp_path)
+    run_module(
+        "nade_jax.run.eval_app", [f"run_dir={run_dir}", "num_orderings=4", "seed=1234", "num_samples=4"], tmp_path
+    )
     result = json.loads((run_dir / "eval_K4.json").read_text())
     assert list(result["per_ordering"]) == table["test/ordering_names"]
     assert list(result["per_ordering"].values()) == pytest.approx(table["test/nll_per_ordering"], rel=1e-6)
@@ -117,7 +119,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path, launcher):
     end; the multirun ends with one summary naming the failure and exits non-zero."""
     sweep = tmp_path / "sweep"
     result = run_module(
-        "nade_jax.train",
+        "nade_jax.run.app",
         ["-m", f"hydra/launcher={launcher}", "trainer.batch_size=5000,20", f"hydra.sweep.dir={sweep}", *TINY],
         tmp_path,
         check=False,
@@ -142,7 +144,7 @@ def test_optuna_search_runs_three_trials_on_validation_nll(tmp_path):
     trial's best validation NLL (never a test figure)."""
     sweep = tmp_path / "search"
     run_module(
-        "nade_jax.train",
+        "nade_jax.run.app",
         [
             "-m",
             "hparams_search=nade_digits_optuna",

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from nade_jax import evaluate
-from nade_jax.runs import Diverged, restore_run
-from nade_jax.train import train
-from nade_jax.versions import library_versions
+from nade_jax import evaluation
+from nade_jax.run.app import train
+from nade_jax.run.build import restore_run
+from nade_jax.run.errors import Diverged
+from nade_jax.run.versions import library_versions
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 TINY = [
@@ -38,7 +39,7 @@ def read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-def run_cli(args, cwd, env=None, timeout=300, module="nade_jax.train"):
+def run_cli(args, cwd, env=None, timeout=300, module="nade_jax.run.app"):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
@@ -59,7 +60,7 @@ def test_tiny_run_logs_and_checkpoints_what_it_reports(tmp_path):
     assert {"python", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "hydra-core", "wandb"} <= set(versions)
     # The checkpoint's best parameters reproduce the logged test NLL exactly.
     run = restore_run(tmp_path)
-    assert evaluate.nll(run.model, run.splits.test, None) == pytest.approx(metrics["test/nll"], rel=1e-6)
+    assert evaluation.nll(run.model, run.splits.test, None) == pytest.approx(metrics["test/nll"], rel=1e-6)
 
 
 def test_mog_nade_run_on_real_digits_beats_the_gaussian_baseline(tmp_path):
@@ -86,7 +87,7 @@ def test_orderless_run_reports_orderings_and_ensembles(tmp_path):
     # Selection used the masked-objective estimate on validation.
     run = restore_run(tmp_path)
     assert metrics["val/best_nll"] == pytest.approx(
-        evaluate.masked_nll_estimate(run.model, run.splits.val, batch_size=1000), rel=1e-5
+        evaluation.masked_nll_estimate(run.model, run.splits.val, batch_size=1000), rel=1e-5
     )
     # Averaging probabilities over orderings never does worse than the average ordering.
     assert table["test/ensemble_curve_nll"][-1] <= np.mean(table["test/nll_per_ordering"]) + 1e-6

@@ -1,4 +1,4 @@
-"""nade_jax.versions: the exact library versions a run records."""
+"""nade_jax.run.versions: the exact library versions a run records."""
 
 import json
 import logging
@@ -9,8 +9,8 @@ import jax
 import jaxlib
 import numpy as np
 
-from nade_jax import versions
-from nade_jax.versions import LIBRARIES, NOT_INSTALLED, VERSIONS_FILE, library_versions, record_versions
+from nade_jax.run import versions
+from nade_jax.run.versions import LIBRARIES, NOT_INSTALLED, VERSIONS_FILE, library_versions, record_versions
 
 
 def test_records_every_library_with_the_installed_version():
@@ -36,12 +36,12 @@ def test_run_dir_keeps_the_first_versions_and_warns_when_a_resume_differs(tmp_pa
     assert record_versions(tmp_path) == library_versions()
     first = json.loads((tmp_path / VERSIONS_FILE).read_text())
     assert first == library_versions()
-    with caplog.at_level(logging.WARNING, logger="nade_jax.versions"):
+    with caplog.at_level(logging.WARNING, logger="nade_jax.run.versions"):
         record_versions(tmp_path)  # same versions: silent
     assert not caplog.records
     upgraded = {**library_versions(), "jax": "99.0"}
     monkeypatch.setattr(versions, "library_versions", lambda: upgraded)
-    with caplog.at_level(logging.WARNING, logger="nade_jax.versions"):
+    with caplog.at_level(logging.WARNING, logger="nade_jax.run.versions"):
         assert record_versions(tmp_path) == upgraded
     assert f"jax {first['jax']} -> 99.0" in caplog.text
     assert json.loads((tmp_path / VERSIONS_FILE).read_text()) == first  # the run's start is kept

@@ -23,10 +23,10 @@ import os
 
 import numpy as np
 
+from nade_jax.checks import check_choice, check_positive_int
 from nade_jax.data import local_files, preprocess, tfds_source
 from nade_jax.data.options import check_bool, check_data_dir, check_seed
 from nade_jax.data.splits import Splits
-from nade_jax.validation import check_choice, check_positive_int
 
 IMAGE_SHAPE = (28, 28)
 BINARIZATIONS = ("dynamic", "static", "threshold")

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from nade_jax.checks import check_choice
 from nade_jax.data import preprocess
 from nade_jax.data.options import check_seed, check_split_sizes
 from nade_jax.data.splits import Splits
 from nade_jax.data.tfds_source import DataUnavailableError
-from nade_jax.validation import check_choice
 
 NUM_EXAMPLES = 5000
 IMAGE_SHAPE = (28, 28)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from nade_jax.validation import check_positive_int
+from nade_jax.checks import check_positive_int
 
 
 def check_seed(seed: object, name: str = "seed") -> int:

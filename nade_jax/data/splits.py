@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from nade_jax.validation import check_inputs
+from nade_jax.checks import check_inputs
 
 
 @dataclasses.dataclass

@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
-from nade_jax.validation import as_ordering, check_batch, check_positive_int, is_concrete
+from nade_jax.checks import as_ordering, check_batch, check_positive_int, is_concrete
 
 DataKind = Literal["binary", "categorical", "real"]
 DATA_KINDS: tuple[str, ...] = ("binary", "categorical", "real")

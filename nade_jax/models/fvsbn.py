@@ -15,10 +15,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike, DTypeLike
 
+from nade_jax.checks import as_batch, as_ordering, check_inputs, check_positive_int
 from nade_jax.models.base import DensityModel
 from nade_jax.models.heads import BernoulliHead
 from nade_jax.models.markov import _signed_log_sigmoid
-from nade_jax.validation import as_batch, as_ordering, check_inputs, check_positive_int
 
 
 def precedes(ordering: jax.Array | None, num_inputs: int, dtype: DTypeLike) -> jax.Array:

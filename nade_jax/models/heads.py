@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
-from nade_jax.validation import check_positive_int
+from nade_jax.checks import check_positive_int
 
 _HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
 

@@ -17,9 +17,9 @@ from typing import Any
 import jax
 from flax import nnx
 
+from nade_jax.checks import check_positive_int
 from nade_jax.models.heads import MoGHead
 from nade_jax.models.orderless import OrderlessNADE
-from nade_jax.validation import check_positive_int
 
 
 def grow(

@@ -37,10 +37,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike, DTypeLike
 
-from nade_jax.models.base import DataKind, DensityModel, check_values
-from nade_jax.models.heads import OUTPUTS, Head, make_head
-from nade_jax.models.nade import ACTIVATIONS
-from nade_jax.validation import (
+from nade_jax.checks import (
     as_batch,
     as_ordering,
     check_choice,
@@ -48,6 +45,9 @@ from nade_jax.validation import (
     check_inputs,
     check_positive_int,
 )
+from nade_jax.models.base import DataKind, DensityModel, check_values
+from nade_jax.models.heads import OUTPUTS, Head, make_head
+from nade_jax.models.nade import ACTIVATIONS
 
 _HASH_STREAM = 2**31 - 1  # folded into the mask seed for the ordering hash's coefficients
 

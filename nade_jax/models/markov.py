@@ -16,9 +16,9 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike, DTypeLike
 
+from nade_jax.checks import as_batch, as_ordering, check_inputs, check_positive_int
 from nade_jax.models.base import DensityModel
 from nade_jax.models.heads import BernoulliHead
-from nade_jax.validation import as_batch, as_ordering, check_inputs, check_positive_int
 
 
 def _signed_log_sigmoid(logits: jax.Array, x: jax.Array) -> jax.Array:

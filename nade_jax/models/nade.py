@@ -20,6 +20,13 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike, DTypeLike
 
+from nade_jax.checks import (
+    as_batch,
+    as_ordering,
+    check_choice,
+    check_inputs,
+    check_positive_int,
+)
 from nade_jax.models.base import DataKind, DensityModel, check_values
 from nade_jax.models.heads import BernoulliHead, Head
 from nade_jax.models.reversible_scan import (
@@ -30,13 +37,6 @@ from nade_jax.models.reversible_scan import (
     reversible_scan,
     reversible_weighted_sum,
     to_blocks,
-)
-from nade_jax.validation import (
-    as_batch,
-    as_ordering,
-    check_choice,
-    check_inputs,
-    check_positive_int,
 )
 
 ACTIVATIONS = {

@@ -34,11 +34,7 @@ import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike, DTypeLike
 
-from nade_jax.models.base import DensityModel
-from nade_jax.models.heads import OUTPUTS, Head, make_head
-from nade_jax.models.nade import ACTIVATIONS
-from nade_jax.models.reversible_scan import PyTree, block_carries, block_validity, resolve_block_size, to_blocks
-from nade_jax.validation import (
+from nade_jax.checks import (
     as_batch,
     as_ordering,
     check_batch,
@@ -48,6 +44,10 @@ from nade_jax.validation import (
     check_positive_int,
     is_concrete,
 )
+from nade_jax.models.base import DensityModel
+from nade_jax.models.heads import OUTPUTS, Head, make_head
+from nade_jax.models.nade import ACTIVATIONS
+from nade_jax.models.reversible_scan import PyTree, block_carries, block_validity, resolve_block_size, to_blocks
 
 # Variables per scan step on GPU/TPU: L·B rows per upper-layer matmul (1600 at B = 100)
 # and D/L = 49 steps at D = 784; the masked matmul adds L/H_2 (3 % at H_2 = 500) to the work.

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
+from nade_jax.checks import check_positive_int
 from nade_jax.models.heads import MoGHead
 from nade_jax.models.nade import SharedWeightNADE
-from nade_jax.validation import check_positive_int
 
 
 class MoGNADE(SharedWeightNADE):

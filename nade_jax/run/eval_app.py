@@ -1,9 +1,9 @@
-"""The ``nade-eval`` Hydra app (``python -m nade_jax.eval_cli``): re-evaluates a finished run.
+"""The ``nade-eval`` Hydra app (``python -m nade_jax.run.eval_app``): re-evaluates a finished run.
 
     nade-eval run_dir=outputs/2026-11-27/10-00-00 num_orderings=128
 
 Rebuilds the run's best parameters from its run dir (read-only, falling back past damaged
-checkpoints, refusing any foreign ``_target_``) and runs ``evaluate.final_evaluation`` with
+checkpoints, refusing any foreign ``_target_``) and runs ``evaluation.final_evaluation`` with
 K orderings; writes ``<run_dir>/eval_K<K>.json`` and a sample grid.
 """
 
@@ -20,9 +20,11 @@ import jax
 import numpy as np
 from omegaconf import DictConfig
 
-from nade_jax import CONFIG_DIR, dashboard, evaluate, orderings, runs
-from nade_jax.loggers import run_id_for, start_wandb
-from nade_jax.runs import RunError
+from nade_jax import CONFIG_DIR, evaluation, orderings
+from nade_jax.report import dashboard
+from nade_jax.run import build, config, errors
+from nade_jax.run.errors import RunError
+from nade_jax.run.loggers import run_id_for, start_wandb
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +76,22 @@ def _run_dir_values(arg: str) -> list[str]:
 def check_eval_config(cfg: DictConfig) -> None:
     for key in ("num_orderings", "chunk_size", "batch_size"):
         value = cfg[key]
-        if not (runs.is_int(value) and value >= 1):
-            raise runs.ConfigError(f"{key} must be an integer >= 1, got {value!r}")
-    if not (runs.is_int(cfg.num_samples) and cfg.num_samples >= 0):
-        raise runs.ConfigError(f"num_samples must be an integer >= 0, got {cfg.num_samples!r}")
+        if not (config.is_int(value) and value >= 1):
+            raise errors.ConfigError(f"{key} must be an integer >= 1, got {value!r}")
+    if not (config.is_int(cfg.num_samples) and cfg.num_samples >= 0):
+        raise errors.ConfigError(f"num_samples must be an integer >= 0, got {cfg.num_samples!r}")
     if not isinstance(cfg.get("log_to_run", True), bool):
-        raise runs.ConfigError(f"log_to_run must be true or false, got {cfg.log_to_run!r}")
-    if not runs.is_int(cfg.seed):
-        raise runs.ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+        raise errors.ConfigError(f"log_to_run must be true or false, got {cfg.log_to_run!r}")
+    if not config.is_int(cfg.seed):
+        raise errors.ConfigError(f"seed must be an integer, got {cfg.seed!r}")
 
 
 def evaluate_run(cfg: DictConfig) -> Path:
     """Evaluates the run at ``cfg.run_dir``; returns the path of the written JSON."""
     check_eval_config(cfg)
     run_dir = Path(cfg.run_dir)
-    run = runs.restore_run(run_dir)
-    train_ordering = runs.make_ordering(run.cfg, run.splits)
+    run = build.restore_run(run_dir)
+    train_ordering = build.make_ordering(run.cfg, run.splits)
     ordering_name = orderings.label(run.cfg.ordering.kind, run.cfg.ordering.get("seed", 0))
     named = (
         orderings.from_specs(
@@ -98,7 +100,7 @@ def evaluate_run(cfg: DictConfig) -> Path:
         if run.model.is_orderless
         else {}
     )
-    result = evaluate.final_evaluation(
+    result = evaluation.final_evaluation(
         run.model,
         run.splits,
         train_ordering,
@@ -120,9 +122,9 @@ def evaluate_run(cfg: DictConfig) -> Path:
     out = run_dir / f"eval_K{cfg.num_orderings}.json"
     out.write_text(json.dumps(record, indent=2))
     if cfg.num_samples and run.splits.image_shape is not None:
-        from nade_jax.plots import save_sample_grid
+        from nade_jax.report.plots import save_sample_grid
 
-        _names, eval_orderings = evaluate.evaluation_orderings(
+        _names, eval_orderings = evaluation.evaluation_orderings(
             run.splits.num_inputs, cfg.num_orderings, cfg.seed, run.model
         )
         samples = run.model.sample(jax.random.key(cfg.seed), cfg.num_samples, eval_orderings[0])
@@ -144,7 +146,7 @@ def evaluate_run(cfg: DictConfig) -> Path:
 
 
 def log_to_wandb_run(
-    run: runs.RestoredRun, run_dir: Path, result: evaluate.FinalEvaluation, num_orderings: int
+    run: build.RestoredRun, run_dir: Path, result: evaluation.FinalEvaluation, num_orderings: int
 ) -> None:
     """Logs the evaluation into the W&B run of the training run it evaluates (resumed by its
     id, ``loggers.run_id_for``), under ``eval_K<K>/``: the headline figures in the run

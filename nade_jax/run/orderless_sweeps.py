@@ -18,7 +18,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from nade_jax import orderings
-from nade_jax.runs import REPORTING_KEYS, RunError, _flatten
+from nade_jax.run.errors import RunError
+from nade_jax.run.rundir import REPORTING_KEYS, _flatten
 
 
 class Collapsed(RunError):

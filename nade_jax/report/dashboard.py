@@ -27,7 +27,7 @@ import numpy as np
 from nade_jax.profiles import pixel_map
 
 PROFILES_FILE = "profiles.json"
-EVALUATION_SET = re.compile(r"^(random|mask)_\d+$")  # evaluate.evaluation_orderings' names
+EVALUATION_SET = re.compile(r"^(random|mask)_\d+$")  # evaluation.evaluation_orderings' names
 
 
 def write_profiles(
@@ -68,7 +68,7 @@ def wandb_payload(
     """The W&B objects of one evaluation's profiles (see the module docstring)."""
     import wandb
 
-    from nade_jax.plots import save_heat_maps
+    from nade_jax.report.plots import save_heat_maps
 
     # The named orderings (training, identity, reverse, trainer.eval_orderings); the protocol's K
     # random ones (random_i, mask_i) stay in profiles.json: up to 128 x D rows and panels.

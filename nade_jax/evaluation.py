@@ -14,8 +14,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from nade_jax import distributed, steps
 from nade_jax import orderings as ordering_lib
+from nade_jax import parallel, steps
 from nade_jax import profiles as profile_lib
 from nade_jax.data import Splits, independent_baseline_nll
 from nade_jax.models.base import DensityModel, bits_per_dim
@@ -28,7 +28,7 @@ def batched_log_prob(
     """log p(x) (N,) under one ordering, evaluated in batches with one compiled function.
 
     In a multi-process run each process evaluates its share of the rows and the shares are
-    gathered (``distributed.map_rows``): every process returns all N values.
+    gathered (``parallel.map_rows``): every process returns all N values.
     """
     graphdef, state = nnx.split(model)
     fn = steps.make_log_prob_fn(graphdef)
@@ -39,7 +39,7 @@ def batched_log_prob(
             [np.asarray(fn(state, rows[i : i + batch_size], ordering)) for i in range(0, len(rows), batch_size)]
         )
 
-    return distributed.map_rows(share, x)
+    return parallel.map_rows(share, x)
 
 
 def nll(model: DensityModel, x: np.ndarray, ordering: jax.Array | None, batch_size: int = 1000) -> float:
@@ -142,7 +142,7 @@ def ordering_report(
             axis=1,
         ).T
 
-    per_example = distributed.map_rows(share, x).T.astype(np.float64)  # (K, N)
+    per_example = parallel.map_rows(share, x).T.astype(np.float64)  # (K, N)
     per_ordering = {name: float(-per_example[k].mean()) for k, name in enumerate(names)}
     curve = {}
     for k in ensemble_sizes(len(names)):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nade_jax.report import Run
+    from nade_jax.report.cli import Run
 
 
 STYLE = """

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from nade_jax import distributed
+from nade_jax import parallel
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Checkpointer:
         The write runs in the background, so it works on device-side copies: the caller's
         next jitted step may donate (overwrite) the original buffers.
         """
-        state = distributed.as_global(state)  # [distributed] every process saves its part
+        state = parallel.as_global(state)  # [distributed] every process saves its part
         self.manager.save(step, args=ocp.args.StandardSave(jax.tree.map(jnp.copy, state)))
 
     def restore_newest(self, abstract_state: Any) -> tuple[int | None, Any]:
@@ -92,7 +92,7 @@ class Checkpointer:
         return None, None
 
     def _set_aside(self, step: int) -> None:
-        if self.read_only or not distributed.is_main():  # [distributed] process 0 moves files
+        if self.read_only or not parallel.is_main():  # [distributed] process 0 moves files
             return
         source = self.directory / str(step)
         if source.exists():

@@ -31,8 +31,8 @@ import numpy as np
 import yaml
 from jax.typing import ArrayLike
 
-from nade_jax import plots
-from nade_jax.dashboard import PROFILES_FILE, heat_maps
+from nade_jax.report import plots
+from nade_jax.report.dashboard import PROFILES_FILE, heat_maps
 
 SKIP_DIRS = {"checkpoints", "wandb", "report", "samples", ".hydra", ".jobs", ".orderless", "eval", "eval_sweep"}
 # Overrides that do not make a model distinct (they are the seed, the ordering, or bookkeeping).
@@ -247,7 +247,7 @@ def nll_rows(runs: list[Run]) -> list[dict[str, Any]]:
         k = max(len(r.metrics.get("test/nll_per_ordering", [])) for r in seeds.values())
         single = [r.metrics.get("test/nll_num_orderings") for r in seeds.values()]
         counts = [n for n in single if n]
-        # The protocol's headline (evaluate.final_evaluation): test/nll is the mean over the first n random
+        # The protocol's headline (evaluation.final_evaluation): test/nll is the mean over the first n random
         # orderings; older runs have only the mean over all K.
         headline = (
             ("test/nll", f"mean of {max(counts)} random orderings")
@@ -426,7 +426,7 @@ def findings(
 def build_report(root: Path, out: Path, chosen_orderings: list[str] | None = None) -> Path:
     """Writes report.html, report.md, report.json and the PNGs for the runs under ``root``;
     returns the HTML page's path. Raises ``ValueError`` when no run finished."""
-    from nade_jax.report_html import render_html
+    from nade_jax.report.html import render_html
 
     root, out = Path(root), Path(out)
     runs = [r for r in find_runs(root) if out not in r.dir.parents and r.dir != out]

@@ -1,15 +1,14 @@
-"""The ``nade-train`` Hydra app (``python -m nade_jax.train``): data -> model -> loop ->
+"""The ``nade-train`` Hydra app (``python -m nade_jax.run.app``): data -> model -> loop ->
 evaluation -> logging, in one run dir. Rerunning into the same run dir resumes it.
 
 Run plumbing (config checks, model building, the train state, status.json) lives in
-``runs``; the final evaluation in ``evaluate.final_evaluation``.
+``runs``; the final evaluation in ``evaluation.final_evaluation``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,67 +16,24 @@ from typing import Any, cast
 
 import hydra
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
-from nade_jax import CONFIG_DIR, distributed, evaluate, orderings, pretrain, runs, steps
-from nade_jax.checkpoint import Checkpointer
+from nade_jax import CONFIG_DIR, evaluation, orderings, parallel, steps
 from nade_jax.data import Splits
-from nade_jax.data.preprocess import bernoulli_sample, dynamic_binarize
-from nade_jax.loggers import RunLogger, run_id_for, start_wandb
+from nade_jax.data.preprocess import bernoulli_sample
 from nade_jax.models import DensityModel
-from nade_jax.runs import ConfigError, Diverged, RunError, TrainingPlan, TrainState
-from nade_jax.versions import library_versions, record_versions
+from nade_jax.run import build, config, distributed, pretrain, rundir
+from nade_jax.run.checkpoint import Checkpointer
+from nade_jax.run.errors import ConfigError, Diverged, RunError
+from nade_jax.run.loggers import RunLogger, run_id_for, start_wandb
+from nade_jax.run.loop import training_loop
+from nade_jax.run.state import TrainState, abstract
+from nade_jax.run.versions import library_versions, record_versions
 
 log = logging.getLogger(__name__)
-
-
-def batch_indices(step: int, plan: TrainingPlan, num_train: int, seed: int) -> np.ndarray:
-    """Example indices of ``step``: a fresh seeded permutation every epoch (drop last).
-
-    A pure function of the step, so the data position of a resumed run is exact.
-    """
-    epoch, offset = divmod(step, plan.steps_per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(num_train)
-    return order[offset * plan.batch_size : (offset + 1) * plan.batch_size]
-
-
-_dynamic_binarize = jax.jit(dynamic_binarize)
-
-
-def _all_finite(tree: Any) -> bool:
-    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
-
-
-def divergence_reason(val_nll: float, state: TrainState, baseline: float, rule: DictConfig) -> tuple[str | None, int]:
-    """Applies the divergence rule to one validation NLL; returns (reason or None, new count).
-
-    "Far above": val NLL > baseline + max_excess * |baseline| (max_excess 1 = twice a positive
-    baseline), ``patience`` evaluations in a row. "Blown up": val NLL more than max_rise *
-    |baseline| above the best so far (orders of magnitude), at once.
-    """
-    scale = max(abs(baseline), 1.0)
-    if not math.isfinite(val_nll):
-        return f"validation NLL became {val_nll}", int(state.evals_far_above)
-    best = state.best_val_nll
-    if rule.get("max_rise") is not None and math.isfinite(best) and val_nll - best > rule.max_rise * scale:
-        return (
-            f"validation NLL {val_nll:.4g} rose more than {rule.max_rise:g} x |baseline| above the best {best:.4g}",
-            int(state.evals_far_above),
-        )
-    far = rule.get("max_excess") is not None and val_nll > baseline + rule.max_excess * scale
-    count = int(state.evals_far_above) + 1 if far else 0
-    if far and count >= rule.get("patience", 1):
-        return (
-            f"validation NLL {val_nll:.4g} stayed above baseline {baseline:.4g} + {rule.max_excess:g} x "
-            f"|baseline| for {count} evaluations",
-            count,
-        )
-    return None, count
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -87,14 +43,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     different run. A finished run is reported, not trained further.
     """
     run_dir = Path(run_dir)
-    runs.check_config(cfg)
+    config.check_config(cfg)
     try:  # [distributed] before anything touches JAX; off by default
         distributed.initialize(cfg.get("distributed"))
         distributed.check_same(str(run_dir.absolute()), "the run dir")
     except distributed.DistributedConfigError as error:
         raise ConfigError(str(error)) from None
-    runs.check_rerun(cfg, run_dir)
-    status = runs.read_status(run_dir)
+    rundir.check_rerun(cfg, run_dir)
+    status = rundir.read_status(run_dir)
     if status and (
         status.get("status") == "diverged"
         or (status.get("status") == "finished" and (run_dir / "summary.json").exists())
@@ -102,9 +58,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return report_finished_run(run_dir, status)
 
     try:
-        splits = runs.load_data(cfg.data)
-        plan = runs.plan_training(cfg.trainer, len(splits.train))
-        model = runs.build_model(cfg, splits)
+        splits = build.load_data(cfg.data)
+        plan = config.plan_training(cfg.trainer, len(splits.train))
+        model = build.build_model(cfg, splits)
         model.init_from_data(
             bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
             if splits.dynamic_binarization
@@ -114,10 +70,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             model = pretrain.initialise_from(
                 model, cfg.init_from, init_scale=cfg.model.get("init_scale") or 0.01, seed=cfg.seed
             )
-        train_ordering = runs.make_ordering(cfg, splits)
+        train_ordering = build.make_ordering(cfg, splits)
         graphdef, params = nnx.split(model)
-        tx = runs.make_checked_optimizer(cfg.optimizer, plan.total_steps, params)
-        multiprocess = distributed.process_count() > 1
+        tx = build.make_checked_optimizer(cfg.optimizer, plan.total_steps, params)
+        multiprocess = parallel.process_count() > 1
         mesh = None if cfg.trainer.devices == 1 and not multiprocess else steps.make_mesh(cfg.trainer.devices)
         if mesh is not None and plan.batch_size % mesh.size:
             raise ConfigError(
@@ -127,7 +83,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         rows = (
             np.arange(plan.batch_size)
             if mesh is None
-            else distributed.process_rows(steps.batch_sharding(mesh), plan.batch_size)
+            else parallel.process_rows(steps.batch_sharding(mesh), plan.batch_size)
         )
     except ConfigError:
         raise
@@ -136,24 +92,24 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if model.is_orderless:
         collapse_orderless_sweep(cfg, run_dir)
     train_step = steps.make_train_step(graphdef, tx, mesh)
-    baseline_val = runs.validation_baseline_nll(splits)
+    baseline_val = build.validation_baseline_nll(splits)
 
     # Accepted: from here on, the run dir is this run's.
     save_run_config(cfg, run_dir)
-    runs.write_status(run_dir, "running")
+    rundir.write_status(run_dir, "running")
     try:
         with Checkpointer(run_dir / "checkpoints", cfg.trainer.keep_checkpoints) as checkpointer:
             state = TrainState.create(params, tx, cfg.seed, cfg.trainer.patience)
             if multiprocess and mesh is not None:  # [distributed] orbax saves and restores global arrays only
-                state = distributed.to_global(state, steps.replicated(mesh))
-            resumed_from, restored = checkpointer.restore_newest(runs.abstract(state))
+                state = parallel.to_global(state, steps.replicated(mesh))
+            resumed_from, restored = checkpointer.restore_newest(abstract(state))
             if restored is not None:
                 state = restored
                 log.info("resuming from step %d in %s", resumed_from, run_dir)
             with open_logger(cfg, run_dir, resume_step=int(state.step)) as logger:
-                # Orderless models: the masked-objective estimate (evaluate.validation_nll).
-                validation_nll = lambda params: evaluate.validation_nll(
-                    nnx.merge(graphdef, distributed.local_copy(params)),
+                # Orderless models: the masked-objective estimate (evaluation.validation_nll).
+                validation_nll = lambda params: evaluation.validation_nll(
+                    nnx.merge(graphdef, parallel.local_copy(params)),
                     splits.val,
                     train_ordering,
                     cfg.trainer.eval_batch_size,
@@ -173,7 +129,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     on_evaluation,
                     rows,
                 )
-                best_model = nnx.merge(graphdef, distributed.local_copy(state.best_params))
+                best_model = nnx.merge(graphdef, parallel.local_copy(state.best_params))
                 metrics = report_final(cfg, best_model, splits, train_ordering, run_dir, logger, int(state.step))
                 metrics.update(
                     {
@@ -184,12 +140,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 )
                 logger.summary(metrics)
     except RunError as error:
-        runs.write_status(run_dir, error.status, reason=str(error))
+        rundir.write_status(run_dir, error.status, reason=str(error))
         raise
     except BaseException as error:  # a bug, or Ctrl-C: the run can be resumed
-        runs.write_status(run_dir, "failed", reason=f"{type(error).__name__}: {error}".splitlines()[0])
+        rundir.write_status(run_dir, "failed", reason=f"{type(error).__name__}: {error}".splitlines()[0])
         raise
-    runs.write_status(run_dir, "finished", steps=int(state.step), best_val_nll=state.best_val_nll)
+    rundir.write_status(run_dir, "finished", steps=int(state.step), best_val_nll=state.best_val_nll)
     return metrics
 
 
@@ -204,7 +160,7 @@ def progress_samples(
     """The hook that logs a sample grid every ``trainer.samples_every_evals`` evaluations
     (``train/samples``, ``samples/step_<N>.png``), or None when off or the data are not images."""
     every = cfg.trainer.get("samples_every_evals")
-    if not every or not cfg.trainer.num_samples or not distributed.is_main():  # every Splits has an image_shape
+    if not every or not cfg.trainer.num_samples or not parallel.is_main():  # every Splits has an image_shape
         return None
 
     def on_evaluation(params: Any, step: int) -> None:
@@ -212,7 +168,7 @@ def progress_samples(
             (run_dir / "samples").mkdir(exist_ok=True)
             log_sample_grid(
                 cfg,
-                nnx.merge(graphdef, distributed.local_copy(params)),
+                nnx.merge(graphdef, parallel.local_copy(params)),
                 splits,
                 train_ordering,
                 run_dir / "samples" / f"step_{step}.png",
@@ -222,95 +178,6 @@ def progress_samples(
             )
 
     return on_evaluation
-
-
-def training_loop(
-    cfg: DictConfig,
-    plan: TrainingPlan,
-    splits: Splits,
-    state: TrainState,
-    train_step: steps.TrainStep,
-    validation_nll: Callable[[Any], float],
-    baseline_val: float,
-    train_ordering: jax.Array,
-    checkpointer: Checkpointer,
-    logger: RunLogger,
-    on_evaluation: Callable[[Any, int], None] | None = None,
-    rows: np.ndarray | None = None,
-) -> TrainState:
-    """Steps from ``state.step`` to the end, early stopping or divergence; checkpoints as it goes.
-
-    ``rows``: the indices of this process's rows in each global batch (None: all of them).
-
-    Raises ``Diverged`` on a NaN/inf loss (within one step) or when the divergence rule
-    fires; the newest checkpoint with finite parameters (and its best parameters) is kept.
-    """
-    trainer = cfg.trainer
-    base_key = jax.random.wrap_key_data(distributed.local_copy(state.key))  # host-local: per-step keys stay local
-    rows = np.arange(plan.batch_size) if rows is None else rows
-    start = int(state.step)
-    if state.early_stopping.should_stop:
-        return state
-    progress = tqdm(
-        total=plan.total_steps,
-        initial=start,
-        desc="train",
-        dynamic_ncols=True,
-        disable=not (trainer.progress and sys.stderr.isatty() and sys.stdout.isatty()),
-    )
-    params, opt_state = state.params, state.opt_state
-    with progress:
-        for step in range(start, plan.total_steps):
-            key = jax.random.fold_in(base_key, step)
-            batch = splits.train[batch_indices(step, plan, len(splits.train), cfg.seed)[rows]]
-            if splits.dynamic_binarization:  # per example: from (key, global row), like the step's masks
-                batch = _dynamic_binarize(jax.random.fold_in(key, 1), batch, rows)
-            params, opt_state, loss = train_step(params, opt_state, batch, key, train_ordering)
-            done = step + 1
-            loss_value = float(loss)  # one sync per step: a NaN stops the run within one step
-            if not math.isfinite(loss_value):
-                checkpointer.manager.wait_until_finished()
-                raise Diverged(
-                    f"training loss became {loss_value} at step {done}; stopped. The best parameters "
-                    f"so far are kept in {checkpointer.directory}; lower optimizer.learning_rate or set "
-                    f"optimizer.clip_norm"
-                )
-            progress.update(1)
-            state = state.replace(step=jnp.asarray(done), params=params, opt_state=opt_state)
-            if done % trainer.log_every == 0:
-                logger.log({"train/loss": loss_value}, done)
-                progress.set_postfix(loss=f"{loss_value:.3f}", best_val=f"{state.best_val_nll:.3f}")
-            is_last = done == plan.total_steps
-            diverged = None
-            if done % trainer.eval_every == 0 or is_last:
-                val = validation_nll(params)
-                diverged, far_count = divergence_reason(val, state, baseline_val, trainer.divergence)
-                stopping = state.early_stopping.update(val) if math.isfinite(val) else state.early_stopping
-                best_params = jax.tree.map(jnp.copy, params) if stopping.has_improved else state.best_params
-                state = state.replace(
-                    early_stopping=runs.as_arrays(stopping),
-                    best_params=best_params,
-                    evals_far_above=jnp.asarray(far_count),
-                )
-                logger.log({"val/nll": val, "val/best_nll": state.best_val_nll}, done)
-                if on_evaluation is not None and math.isfinite(val):
-                    on_evaluation(params, done)
-            stop = bool(state.early_stopping.should_stop)
-            if (done % trainer.checkpoint_every == 0 or is_last or stop or diverged) and _all_finite(params):
-                checkpointer.save(done, state)
-            if diverged:
-                checkpointer.manager.wait_until_finished()
-                raise Diverged(
-                    f"{diverged} at step {done}: the run diverged and was stopped. Its best parameters "
-                    f"(val NLL {state.best_val_nll:.4g}) are kept in {checkpointer.directory}; lower "
-                    f"optimizer.learning_rate, set optimizer.clip_norm, or loosen trainer.divergence"
-                )
-            if stop:
-                log.info(
-                    "early stopping at step %d: no validation improvement in %s evaluations", done, trainer.patience
-                )
-                break
-    return state
 
 
 def report_final(
@@ -332,7 +199,7 @@ def report_final(
         if model.is_orderless
         else {}
     )
-    result = evaluate.final_evaluation(
+    result = evaluation.final_evaluation(
         model,
         splits,
         train_ordering,
@@ -346,7 +213,7 @@ def report_final(
     if result.per_ordering:
         logger.log_ordering_table(result.per_ordering, result.ensemble_curve, step)
     logger.log_profiles(result.profiles, step=step, train_ordering=ordering_name, image_shape=splits.image_shape)
-    if cfg.trainer.num_samples and distributed.is_main():
+    if cfg.trainer.num_samples and parallel.is_main():
         log_sample_grid(cfg, model, splits, train_ordering, run_dir / "samples.png", logger, "samples", step, best=True)
     log.info(result.line())
     return dict(result.metrics)
@@ -365,7 +232,7 @@ def log_sample_grid(
 ) -> None:
     """A sample grid titled with the model, the ordering and the step, saved and logged;
     ``best``: ``model`` holds the best parameters of a run that ended at ``step``."""
-    from nade_jax.plots import save_sample_grid
+    from nade_jax.report.plots import save_sample_grid
 
     samples = model.sample(jax.random.key(cfg.seed + 1), cfg.trainer.num_samples, ordering)
     model_name = _choices().get("model") or type(model).__name__
@@ -400,7 +267,7 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     Hydra's own ``.hydra/`` writing is off (``hydra.output_subdir: null``) because it runs
     before the app could check a rerun; this writes the same files after the check.
     """
-    if not distributed.is_main():  # [distributed] process 0 writes the run files
+    if not parallel.is_main():  # [distributed] process 0 writes the run files
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").exists():
@@ -420,11 +287,11 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
 
 def collapse_orderless_sweep(cfg: DictConfig, run_dir: Path) -> None:
     """In a multirun, raises ``orderless_sweeps.Collapsed`` for an orderless job that only
-    changes ``ordering`` (``nade_jax.orderless_sweeps``)."""
+    changes ``ordering`` (``nade_jax.run.orderless_sweeps``)."""
     name = _sweep_name()
     if name is None:
         return
-    from nade_jax import orderless_sweeps
+    from nade_jax.run import orderless_sweeps
 
     hydra_cfg = HydraConfig.get()
     orderless_sweeps.claim(
@@ -455,7 +322,7 @@ def _sweep_name() -> str | None:
 
 def open_logger(cfg: DictConfig, run_dir: Path, resume_step: int) -> RunLogger:
     """metrics.jsonl, plus W&B when ``logger.kind=wandb`` (same run id on every attempt)."""
-    if not distributed.is_main():  # [distributed] process 0 logs for all
+    if not parallel.is_main():  # [distributed] process 0 logs for all
         return distributed.SilentLogger()  # type: ignore[return-value]  # duck-types RunLogger: every call a no-op
     wandb_run = None
     if cfg.logger.kind == "wandb":
@@ -491,7 +358,7 @@ def _app(cfg: DictConfig) -> float:
 
     An expected failure is one line on stderr (and in the run's log file) and status.json;
     a single run then exits non-zero, a multirun job returns NaN so that the other jobs go
-    on and the sweep summary (``nade_jax.sweep_summary``) reports it.
+    on and the sweep summary (``nade_jax.run.sweep_summary``) reports it.
     """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -506,15 +373,15 @@ def _app(cfg: DictConfig) -> float:
         log.exception("nade-train: unexpected error")
         failure = ("failed", f"{type(error).__name__}: {error}".splitlines()[0])
     else:
-        runs.record_job(hydra_cfg, run_dir, "finished", None)
+        rundir.record_job(hydra_cfg, run_dir, "finished", None)
         return float(metrics.get("val/best_nll", float("nan")))
     status, reason = failure
     (log.info if status == "skipped" else log.error)(
         "nade-train: %s%s", "" if status == "skipped" else "error: ", reason
     )
-    if runs.read_status(run_dir) is None and not (run_dir / "config.yaml").exists():
-        runs.write_status(run_dir, status, reason=reason)  # a fresh dir: record why nothing ran
-    runs.record_job(hydra_cfg, run_dir, status, reason)
+    if rundir.read_status(run_dir) is None and not (run_dir / "config.yaml").exists():
+        rundir.write_status(run_dir, status, reason=reason)  # a fresh dir: record why nothing ran
+    rundir.record_job(hydra_cfg, run_dir, status, reason)
     if multirun:
         return float("nan")
     sys.exit(EXIT_CODES.get(status, 2))

@@ -30,11 +30,12 @@ def initialise_from(
 ) -> DensityModel:
     """Sets ``model``'s parameters from the run in ``run_dir`` (in place) and returns it.
 
-    Raises ``runs.ConfigError`` when the saved model can neither be copied (same class and
+    Raises ``errors.ConfigError`` when the saved model can neither be copied (same class and
     parameter shapes) nor grown into ``model`` (an OrderlessNADE with one hidden layer fewer,
     the same output and activation).
     """
-    from nade_jax.runs import ConfigError, restore_run
+    from nade_jax.run.build import restore_run
+    from nade_jax.run.errors import ConfigError
 
     source = restore_run(Path(run_dir)).model
     if type(source) is type(model) and _shapes(source) == _shapes(model):
