@@ -161,6 +161,7 @@ def test_a_link_planted_at_report_md_is_refused_and_its_target_untouched(tmp_pat
     assert err.startswith("nade-report: error:")
     assert "report.md: a symbolic link; refusing to write through it" in err
     assert target.read_text() == "precious"
+    assert [p.name for p in (tmp_path / "sweep" / "report").iterdir()] == ["report.md"]  # nothing half-written
     assert (tmp_path / "sweep" / "report" / "report.md").is_symlink()
 
 

@@ -57,15 +57,20 @@ def read_bytes(path: Path) -> bytes:
 
 
 def prepare_output_dir(out: Path) -> Path:
-    """Creates ``out`` (and its parents) unless it exists; refuses when ``out`` itself is a
-    symbolic link (a link planted at ``<sweep>/report`` would redirect every write). A linked
-    ancestor, such as ``outputs`` -> scratch, is the user's own layout and is fine."""
+    """Creates ``out`` (and its parents) unless it exists; refuses when ``out`` itself or an
+    entry in it is a symbolic link (a link planted at ``<sweep>/report`` or ``report/report.md``
+    would redirect a write). A linked ancestor, such as ``outputs`` -> scratch, is the user's
+    own layout and is fine."""
     out = Path(out)
     if out.is_symlink():
         raise UnsafePath(out, "a symbolic link; refusing to write the report through it (pass --out DIR)")
     if out.exists() and not out.is_dir():
         raise UnsafePath(out, "exists and is not a directory (pass --out DIR)")
     out.mkdir(parents=True, exist_ok=True)
+    # Refused before anything is written, so a refusal leaves no half-updated report.
+    linked = sorted(entry.name for entry in os.scandir(out) if entry.is_symlink())
+    if linked:
+        raise UnsafePath(out / linked[0], "a symbolic link; refusing to write through it (remove it or pass --out DIR)")
     return out
 
 
