@@ -42,7 +42,7 @@ def _write(path: Path, text: str | bytes) -> None:
 MALFORMED = {
     "status not an object": ("status.json", f'["{SECRET}"]', "not an object", True),
     "status truncated": ("status.json", '{"status": "fini', "not valid JSON", True),
-    "status of the wrong type": ("status.json", json.dumps({"status": [SECRET]}), "not one of", True),
+    "status of the wrong type": ("status.json", json.dumps({"status": [SECRET]}), "is not a string", True),
     "status garbage bytes": ("status.json", b"\xff\xfe\x00" + SECRET.encode(), "not valid JSON", True),
     "metrics line not an object": (
         "metrics.jsonl",

@@ -57,7 +57,6 @@ TEST_ORDERING_NAMES = "test/ordering_names"  # orderless: [K] names aligned with
 TEST_ENSEMBLE_CURVE_K = "test/ensemble_curve_k"  # orderless: [n] ensemble sizes
 TEST_ENSEMBLE_CURVE_NLL = "test/ensemble_curve_nll"  # orderless: [n] ensemble NLL at each size
 
-STATUSES = ("finished", "diverged", "failed", "skipped", "running", "preempted", "interrupted")
 MAX_TEXT = 200  # longest text taken from a run file into the report (a reason, a name)
 
 
@@ -65,7 +64,8 @@ MAX_TEXT = 200  # longest text taken from a run file into the report (a reason, 
 class Run:
     """One run dir as the report sees it.
 
-    ``status``: one of ``STATUSES`` or ``unknown``; ``reason``: why it is not plotted (or
+    ``status``: status.json's (finished, diverged, failed, skipped, running, ...), else
+    ``unknown``; ``reason``: why it is not plotted (or
     None); ``model``: the model config's name plus any distinguishing overrides; ``metrics``:
     the last value of every key in metrics.jsonl, unchecked (read them through the typed
     accessors); ``profiles``: a checked profiles.json (see ``_checked_profiles``) or None.
@@ -92,7 +92,7 @@ class Run:
         if not isinstance(value, list):
             return None
         checked = [_finite(v) for v in value]
-        return None if any(v is None for v in checked) else [float(v) for v in checked if v is not None]
+        return [v for v in checked if v is not None] if None not in checked else None
 
     def names(self, key: str) -> list[str] | None:
         """The metric ``key`` as a list of strings, else None."""
@@ -239,11 +239,13 @@ def read_run(
     choices = _mapping(_mapping(_mapping(hydra_cfg.get("hydra")).get("runtime")).get("choices"))
     overrides_list = reader.yaml(f"{HYDRA_DIR}/overrides.yaml", list) or []
     metrics = reader.metrics()
-    status = reader.json_object(STATUS_FILE) or (job_records or {}).get(run_dir) or {}
-    state, reason = status.get("status"), _text(status.get("reason"))
-    if state is not None and state not in STATUSES:
-        reader.note(STATUS_FILE, f"status is not one of {', '.join(STATUSES)}; re-derived from {METRICS_FILE}")
-        state, reason = None, None
+    status, source = reader.json_object(STATUS_FILE), STATUS_FILE
+    if status is None:
+        status, source = (job_records or {}).get(run_dir) or {}, f"the sweep's {JOBS_DIR} record"
+    state, reason = _text(status.get("status")), _text(status.get("reason"))
+    if state is None and status.get("status") is not None:
+        reader.note(STATUS_FILE, f"the status in {source} is not a string; re-derived from {METRICS_FILE}")
+        reason = None
     metric_nll = _finite(metrics.get(TEST_NLL))
     if state is None:  # no usable status.json (an older run, one killed before writing it, or a bad file)
         if metric_nll is not None:
