@@ -106,6 +106,15 @@ def test_a_run_killed_mid_line_is_not_a_malformed_file(tmp_path, capsys):
     assert summary["usable"] == RUNS
 
 
+def test_a_fifo_planted_at_a_run_file_is_refused_without_waiting(tmp_path, capsys):
+    toy_sweep(tmp_path / "sweep")
+    (tmp_path / "sweep" / BAD / "status.json").unlink()
+    os.mkfifo(tmp_path / "sweep" / BAD / "status.json")  # reading it would block for ever
+    summary, _ = _report(tmp_path, capsys)
+    assert f"{BAD}/status.json: not a regular file; ignored" in summary["notes"]
+    assert summary["usable"] == RUNS  # re-derived from metrics.jsonl
+
+
 def _with_job_records(sweep: Path) -> None:
     """The sweep's .jobs records, with absolute dirs (as nade-train writes them)."""
     (sweep / ".jobs").mkdir()
@@ -214,10 +223,15 @@ def test_interpolations_in_a_run_config_are_data(tmp_path, capsys, monkeypatch):
     config["data"] = {"name": "${oc.env:NADE_TEST_SECRET}"}
     config["model"] = {"_target_": "${oc.create:{_target_: builtins.open, file: " + str(tmp_path / "x") + ", mode: w}}"}
     config_path.write_text(yaml.safe_dump(config))
+    hydra_path = tmp_path / "sweep" / BAD / ".hydra" / "hydra.yaml"
+    hydra_path.write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {"model": "<script>alert(1)</script>"}}}}))
     summary, text = _report(tmp_path, capsys)
     assert SECRET not in text
     assert not (tmp_path / "x").exists()
     assert "${oc.env:NADE_TEST_SECRET}" in summary["data"]  # its data set's name, taken literally
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # a name from a run dir is text, never markup
+    assert "<script" not in page
 
 
 # ---------------------------------------------------------------------------------------

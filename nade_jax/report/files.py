@@ -41,6 +41,7 @@ def read_bytes(path: Path) -> bytes:
     """The bytes of the regular file at ``path``. Raises ``UnsafePath`` when it is a symbolic
     link, not a regular file, or over ``MAX_READ_BYTES``; ``FileNotFoundError`` when absent."""
     try:
+        # O_NONBLOCK: a FIFO planted at a run file opens without waiting for a writer, then is refused.
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     except OSError as error:
         if error.errno == errno.ELOOP:
