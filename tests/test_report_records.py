@@ -290,3 +290,14 @@ def test_findings_say_whether_a_gap_exceeds_seed_noise(tmp_path):
         assert sentence in md
         assert sentence in (tmp_path / f"out_{name}" / "report.html").read_text()
     assert not os.path.exists(tmp_path / "within" / "report")  # --out elsewhere: the sweep dir is not written
+
+
+def test_an_unknown_ordering_for_the_profiles_is_one_line_naming_the_choices(tmp_path, capsys):
+    toy_sweep(tmp_path / "sweep")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "sweep"), "--orderings", "identity,revrse"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    choices = "choose from identity, reverse"
+    assert err == f"nade-report: error: --orderings: 'revrse' has no profile in this sweep; {choices}"
+    assert not (tmp_path / "sweep" / "report").exists()  # refused before any work

@@ -56,6 +56,11 @@ def build_report(
         raise ReportError(
             f"none of the {len(runs)} runs under {shown(root)} finished with a finite test NLL; see their status.json"
         )
+    profiled = sorted({name for r in usable if r.profiles for name in r.profiles["orderings"]})
+    unknown = [o for o in chosen_orderings or [] if o not in profiled]
+    if unknown:
+        choices = ", ".join(profiled[:12]) + (f" (and {len(profiled) - 12} more)" if len(profiled) > 12 else "")
+        raise ReportError(f"--orderings: {shown(unknown[0])!r} has no profile in this sweep; choose from {choices}")
     out = prepare_output_dir(Path(out))
     problems = [r for r in runs if not r.usable]
     summary: dict[str, Any] = {"root": str(sweep.root), "runs": len(runs), "usable": len(usable), "data": {}}
