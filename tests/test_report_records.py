@@ -73,28 +73,40 @@ MALFORMED = {
 }
 
 
-@pytest.mark.parametrize("case", list(MALFORMED))
-def test_a_malformed_file_is_named_in_one_line_and_the_rest_of_the_sweep_is_reported(tmp_path, capsys, case):
-    file, content, note, still_plotted = MALFORMED[case]
+def test_each_malformed_file_is_named_in_one_line_and_the_rest_of_the_sweep_is_reported(tmp_path, capsys):
+    """One sweep, one run per kind of bad file (one report: the figures cost a second each)."""
     toy_sweep(tmp_path / "sweep")
-    if file == "samples.png":  # the report shows the lowest seed's grid of each (model, ordering)
-        _write(tmp_path / "sweep" / "3_nade_identity_1" / file, b"\x89PNG\r\n\x1a\n" + b"0" * 64)
-    _write(tmp_path / "sweep" / BAD / file, content)
+    bad_runs = {}
+    for index, (case, (file, content, _, _)) in enumerate(MALFORMED.items()):
+        if file == "samples.png":  # read for the lowest seed of each (model, ordering) only
+            run = tmp_path / "sweep" / BAD
+        else:
+            run = make_run(
+                tmp_path / "sweep",
+                f"{10 + index}_case",
+                model="nade",
+                ordering="reverse",
+                seed=10 + index,
+                test_nll=8.5,
+            )
+        _write(run / file, content)
+        bad_runs[case] = run.name
     summary, text = _report(tmp_path, capsys)
     assert SECRET not in text
-    assert summary["runs"] == RUNS
-    assert summary["usable"] == RUNS - (not still_plotted)
+    left_out = [bad_runs[case] for case, (_, _, _, still_plotted) in MALFORMED.items() if not still_plotted]
+    assert summary["runs"] == RUNS + len(MALFORMED) - 1
+    assert summary["usable"] == summary["runs"] - len(left_out)
+    excluded = {Path(e["dir"]).name: e for e in summary["excluded"]}
+    assert sorted(excluded) == sorted(left_out)
+    assert all(excluded[name]["status"] in ("failed", "unknown") and excluded[name]["reason"] for name in left_out)
     rows = {r["label"]: r for r in summary["data"]["toy"]["rows"]}
-    assert len(rows["nade · reverse"]["values"]) == 2  # the other runs are all there
-    if note is not None:
-        lines = [n for n in summary["notes"] if n.startswith(f"{BAD}/{file}:")]
-        assert len(lines) == 1, summary["notes"]
-        assert note in lines[0]
-        assert f"nade-report: {lines[0]}" in text  # printed too, one line
-    if not still_plotted:
-        excluded = {Path(e["dir"]).name: e for e in summary["excluded"]}
-        assert excluded[BAD]["status"] in ("failed", "unknown")
-        assert excluded[BAD]["reason"]
+    assert len(rows["nade · identity"]["values"]) == 2  # the good runs are all there
+    for case, (file, _, note, _) in MALFORMED.items():
+        lines = [n for n in summary["notes"] if n.startswith(f"{bad_runs[case]}/{file}:")]
+        assert len(lines) == (note is not None), (case, summary["notes"])
+        if note is not None:
+            assert note in lines[0], case
+            assert f"nade-report: {lines[0]}\n" in text  # printed too, one line
 
 
 def test_a_run_killed_mid_line_is_not_a_malformed_file(tmp_path, capsys):
