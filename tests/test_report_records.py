@@ -313,3 +313,16 @@ def test_an_unknown_ordering_for_the_profiles_is_one_line_naming_the_choices(tmp
     choices = "choose from identity, reverse"
     assert err == f"nade-report: error: --orderings: 'revrse' has no profile in this sweep; {choices}"
     assert not (tmp_path / "sweep" / "report").exists()  # refused before any work
+
+
+def test_a_run_is_named_by_its_model_choice_then_registry_key_then_target(tmp_path):
+    from nade_jax.report.records import read_run
+
+    run = make_run(tmp_path, "0_x", model="nade", ordering="identity", seed=0, test_nll=8.0)
+    assert read_run(run).model == "nade"  # the Hydra choice
+    (run / ".hydra" / "hydra.yaml").unlink()
+    assert read_run(run).model == "BinaryNADE"  # an old run: the last part of model._target_, never imported
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"] = {"name": "made", "_target_": "os.system"}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert read_run(run).model == "made"  # the registry's key

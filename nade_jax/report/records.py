@@ -256,7 +256,12 @@ def read_run(
     if state == "finished" and metric_nll is None:
         state, reason = "failed", f"finished without a finite test NLL in {METRICS_FILE}"
     model_cfg, ordering_cfg = _mapping(config.get("model")), _mapping(config.get("ordering"))
-    model = _text(choices.get("model")) or (_text(model_cfg.get("_target_")) or "?").rsplit(".", 1)[-1]
+    # The model config's name: the choice, else model.name (the registry's key), else the last part of
+    # model._target_ (runs saved before the registry); never imported.
+    model = (
+        _text(choices.get("model"))
+        or (_text(model_cfg.get("name")) or _text(model_cfg.get("_target_")) or "?").rsplit(".", 1)[-1]
+    )
     overrides = dict(
         o.lstrip("+~").split("=", 1) for o in (_text(o) for o in overrides_list) if o is not None and "=" in o
     )
