@@ -330,7 +330,8 @@ def pixel_heat_maps(profiles: dict[str, np.ndarray], perms: dict[str, list[int]]
 # Findings.
 
 
-def _fmt(value: object, digits: int = 2) -> str:
+def fmt(value: object, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals, or "–" when it is not a finite number."""
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
 
 
@@ -359,9 +360,9 @@ def findings(
     if fixed:
         best, worst = fixed[0], fixed[-1]
         lines.append(
-            f"Best fixed-order run: {best['label']} at {_fmt(best['mean'])} ± {_fmt(best['sd'])} nats; worst: "
-            f"{worst['label']} at {_fmt(worst['mean'])} ± {_fmt(worst['sd'])} "
-            f"(gap {_fmt(worst['mean'] - best['mean'])})."
+            f"Best fixed-order run: {best['label']} at {fmt(best['mean'])} ± {fmt(best['sd'])} nats; worst: "
+            f"{worst['label']} at {fmt(worst['mean'])} ± {fmt(worst['sd'])} "
+            f"(gap {fmt(worst['mean'] - best['mean'])})."
         )
     gaps = ordering_gaps(rows)
     several = len({model for model, _ in gaps}) > 1
@@ -376,14 +377,14 @@ def findings(
     base = refs.get("independent baseline")
     if base is not None and rows:
         lines.append(
-            f"Every plotted model is {_fmt(base - rows[-1]['mean'])} to {_fmt(base - rows[0]['mean'])} nats "
-            f"below the independent baseline ({_fmt(base)})."
+            f"Every plotted model is {fmt(base - rows[-1]['mean'])} to {fmt(base - rows[0]['mean'])} nats "
+            f"below the independent baseline ({fmt(base)})."
         )
     ensembles = [r for r in rows if r["ordering"].startswith("ensemble")]
     if fixed and ensembles:
         e = ensembles[0]
         lines.append(
-            f"{e['label']}: {_fmt(e['mean'])} ± {_fmt(e['sd'])}, {_fmt(e['mean'] - fixed[0]['mean'])} nats from "
+            f"{e['label']}: {fmt(e['mean'])} ± {fmt(e['sd'])}, {fmt(e['mean'] - fixed[0]['mean'])} nats from "
             f"the best fixed-order run."
         )
     fixed_names = [n for n in series if n.endswith("trained on o")]
@@ -397,8 +398,8 @@ def findings(
             ]
             if differences:
                 lines.append(
-                    f"{o_name.replace(' evaluated on o', '')} on the same ordering is {_fmt(min(differences))} to "
-                    f"{_fmt(max(differences))} nats {'worse' if np.mean(differences) > 0 else 'better'} than "
-                    f"{f_name.replace(' trained on o', '')} trained on it (mean {_fmt(float(np.mean(differences)))})."
+                    f"{o_name.replace(' evaluated on o', '')} on the same ordering is {fmt(min(differences))} to "
+                    f"{fmt(max(differences))} nats {'worse' if np.mean(differences) > 0 else 'better'} than "
+                    f"{f_name.replace(' trained on o', '')} trained on it (mean {fmt(float(np.mean(differences)))})."
                 )
     return lines

@@ -9,7 +9,6 @@ not be read.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,8 @@ class ReportError(ValueError):
     """No report can be made (no run dir, no finished run); the message is one line."""
 
 
-def _fmt(value: object, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+def _fmt(value: object) -> str:
+    return aggregate.fmt(value, 3)
 
 
 def build_report(
