@@ -8,6 +8,7 @@ not be read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ def _data_section(
     notes: list[str],
 ) -> Section:
     """The findings, table and figures of one data set's runs."""
-    tag = "".join(c if c.isalnum() else "_" for c in data)
+    tag = "".join(c if c.isalnum() else "_" for c in data)[:80]  # a file name, whatever a run dir calls its data
     refs = aggregate.references(runs)
     rows = aggregate.nll_rows(runs)
     gaps = aggregate.gaps_from_best(rows)
@@ -143,18 +144,7 @@ def _data_section(
     numbers["test_nll_axis"] = list(axis)
     ordering_gaps = aggregate.ordering_gaps(rows)
     numbers["ordering_gaps"] = [
-        {
-            "model": model,
-            "ordering": g.label,
-            "best": g.best,
-            "difference": g.difference,
-            "half_width": g.half_width,
-            "df": g.df,
-            "exceeds_noise": g.exceeds_noise,
-            "n": g.n,
-            "n_best": g.n_best,
-        }
-        for model, g in ordering_gaps
+        {"model": model, **dataclasses.asdict(gap), "exceeds_noise": gap.exceeds_noise} for model, gap in ordering_gaps
     ]
     figures: list[Figure] = [
         figure_from_file(
