@@ -5,7 +5,8 @@ One call, ``enable(setting)``, before the first compilation of a run (``nade-tra
 with ``trainer.compile_cache``). Settings:
 
 - ``"auto"``: ``$JAX_COMPILATION_CACHE_DIR`` when set (the test suite sets it), else the
-  per-user dir ``$NADE_JAX_CACHE_DIR`` or ``$XDG_CACHE_HOME/nade_jax/jax`` (``~/.cache/...``);
+  per-user dir ``$NADE_JAX_CACHE_DIR`` or ``$XDG_CACHE_HOME/nade_jax/jax`` (``~/.cache/...``),
+  in a subdir per host CPU type (``host_cpu_type``);
 - a path: that dir (e.g. a shared scratch dir for a cluster, see README "Compilation cache");
 - ``None`` / ``"off"``: no persistent cache (in-process reuse of jitted functions still holds).
 
@@ -20,8 +21,10 @@ JAX does not bound the dir by default (a NADE program is 10 kB - 1 MB on disk);
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +43,30 @@ def _read(option: str) -> Any:
 
 def default_dir() -> Path:
     """The per-user cache dir: ``$NADE_JAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/nade_jax/jax``
-    (``~/.cache/nade_jax/jax``)."""
+    (``~/.cache/nade_jax/jax``), with one subdir per host CPU type (``host_cpu_type``)."""
     if os.environ.get("NADE_JAX_CACHE_DIR"):
-        return Path(os.environ["NADE_JAX_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "nade_jax" / "jax"
+        base = Path(os.environ["NADE_JAX_CACHE_DIR"]).expanduser()
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "nade_jax" / "jax"
+    return base / host_cpu_type()
+
+
+def host_cpu_type() -> str:
+    """``<machine>-<hash of the CPU's feature flags>``, e.g. ``x86_64-3f2a9c1e``.
+
+    JAX keys CPU programs on the device kind ``cpu`` only, and XLA:CPU compiles for the
+    features of the host it runs on: a home dir shared by hosts with different CPUs would
+    hand one host's AVX-512 code to another that lacks it. One subdir per CPU type keeps
+    them apart (GPU and TPU programs are keyed on the accelerator model by JAX itself).
+    """
+    try:
+        flags = next(
+            (line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith(("flags", "Features"))),
+            "",
+        )
+    except OSError:  # not Linux: the processor string is what we have
+        flags = platform.processor()
+    return f"{platform.machine() or 'unknown'}-{hashlib.sha256(flags.encode()).hexdigest()[:8]}"
 
 
 def resolve(setting: str | os.PathLike[str] | None) -> Path | None:

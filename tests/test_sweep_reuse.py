@@ -87,3 +87,36 @@ def test_shared_data_is_read_only_and_loaded_once():
     with pytest.raises(ValueError, match="read-only"):
         first.train[0, 0] = 1.0
     assert app.shared_data(compose_config([*TINY, "data.seed=7"]).data) is not first
+
+
+def test_compile_cache_settings(tmp_path, monkeypatch, caplog, restores_cache_setting):
+    """auto: $JAX_COMPILATION_CACHE_DIR, else the per-user dir in a subdir per CPU type; a
+    path; off. An unusable dir is one warning and no cache, never a failed run."""
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "from_env"))
+    assert compile_cache.resolve("auto") == tmp_path / "from_env"
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv("NADE_JAX_CACHE_DIR", str(tmp_path / "user"))
+    assert compile_cache.resolve("auto") == tmp_path / "user" / compile_cache.host_cpu_type()
+    for off in (None, False, "off"):
+        assert compile_cache.resolve(off) is None
+    assert compile_cache.enable(tmp_path / "mine") == tmp_path / "mine"
+    assert compile_cache.status()["dir"] == str(tmp_path / "mine")
+    assert (tmp_path / "mine").stat().st_mode & 0o077 == 0  # private: JAX runs what it loads
+    jax.jit(lambda x: x * 3 + 1)(np.arange(5.0)).block_until_ready()
+    assert any((tmp_path / "mine").iterdir())  # even a tiny, fast program is written
+    (tmp_path / "file").write_text("")
+    with caplog.at_level("WARNING", logger="nade_jax.compile_cache"):
+        assert compile_cache.enable(tmp_path / "file" / "sub") is None
+    assert "is not usable" in caplog.text
+    assert compile_cache.status()["dir"] is None
+
+
+@pytest.mark.parametrize("value", ["", 3, ["a"]])
+def test_bad_compile_cache_value_names_the_key(tmp_path, value):
+    from nade_jax.run.errors import ConfigError
+
+    cfg = compose_config(TINY)
+    cfg.trainer.compile_cache = value
+    with pytest.raises(ConfigError, match=r"^trainer.compile_cache must be auto, a directory, or null"):
+        app.train(cfg, tmp_path)
+    assert not any(tmp_path.iterdir())
