@@ -196,13 +196,14 @@ def phases(trees: dict[str, Path], caches: dict[str, Path | None], workdir: Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, help="a checkout of the baseline code (git worktree add)")
+    parser.add_argument("--new", type=Path, default=ROOT, help="the tree to measure (default: this one)")
     parser.add_argument("--part", choices=("marginal", "first_step", "phases", "all"), default="all")
     parser.add_argument("--loggers", nargs="+", choices=tuple(LOGGERS), default=["none", "wandb"])
     parser.add_argument("--steps", type=int, default=300, help="S, the steps of each job")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     trees = {"baseline": args.baseline.resolve()} if args.baseline else {}
-    trees["new"] = ROOT
+    trees["new"] = args.new.resolve()
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
         workdir = Path(tmp)
         caches: dict[str, Path | None] = {name: workdir / f"cache_{name}" for name in trees}
