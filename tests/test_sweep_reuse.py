@@ -120,3 +120,44 @@ def test_bad_compile_cache_value_names_the_key(tmp_path, value):
     with pytest.raises(ConfigError, match=r"^trainer.compile_cache must be auto, a directory, or null"):
         app.train(cfg, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        {"_target_": "optax.adam", "_partial_": True, "learning_rate": 3e-3, "schedule": "constant", "b1": 0.9},
+        {
+            "_target_": "optax.sgd",
+            "_partial_": True,
+            "learning_rate": 0.05,
+            "schedule": "linear_decay",
+            "clip_norm": 1.0,
+            "momentum": 0.9,
+            "momentum_warmup_steps": 3,
+        },
+    ],
+    ids=["adam", "sgd_warmup_decay_clip"],
+)
+def test_learning_rate_as_an_argument_matches_the_optimizer_built_with_it(optimizer):
+    """Six steps of the shared step (the rate a traced argument) give the parameters of a
+    step whose optimizer has the rate built in, bit for bit; another rate does not."""
+    from flax import nnx
+
+    from nade_jax.models import BinaryNADE
+    from nade_jax.run.optim import make_optimizer, make_step_optimizer
+
+    x = (np.random.default_rng(0).random((20, 6)) > 0.5).astype(np.float32)
+
+    def trained(tx):
+        graphdef, params = nnx.split(BinaryNADE(6, 5, rngs=nnx.Rngs(0)))
+        opt_state = make_optimizer(optimizer, 10).init(params)
+        step = steps.make_train_step(graphdef, tx)
+        for i in range(6):
+            params, opt_state, _ = step(params, opt_state, x, jax.random.key(i), np.arange(6))
+        return jax.tree.leaves(jax.tree.map(np.asarray, params))
+
+    built_in = trained(make_optimizer(optimizer, 10))
+    for a, b in zip(built_in, trained(make_step_optimizer(optimizer, 10)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    other_rate = trained(make_step_optimizer({**optimizer, "learning_rate": 0.5 * optimizer["learning_rate"]}, 10))
+    assert any(not np.array_equal(a, b) for a, b in zip(built_in, other_rate, strict=True))
