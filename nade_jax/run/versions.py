@@ -12,6 +12,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from nade_jax import compile_cache
+
 log = logging.getLogger(__name__)
 
 # Distribution names (as pip knows them) of the libraries that decide a run's numbers and its files.
@@ -49,14 +51,21 @@ def library_versions(libraries: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     return versions
 
 
+def run_versions() -> dict[str, str]:
+    """``library_versions()`` and ``"compile_cache"``: the persistent compilation cache's dir
+    in use, or ``"off"`` (it changes compile times, never results; a resume may use another)."""
+    cache_dir = compile_cache.status()["dir"]
+    return {**library_versions(), "compile_cache": str(cache_dir) if cache_dir else "off"}
+
+
 def record_versions(run_dir: Path) -> dict[str, str]:
     """Writes ``run_dir/versions.json`` (beside config.yaml) with the versions a run starts
-    with, once, and returns the current versions. A resumed attempt under other versions
+    with (``run_versions``), once, and returns the current versions. A resumed attempt under other versions
     keeps the file and logs one warning naming what changed."""
     path = Path(run_dir) / VERSIONS_FILE
     current = library_versions()
     if not path.exists():
-        path.write_text(json.dumps(current, indent=2) + "\n")
+        path.write_text(json.dumps(run_versions(), indent=2) + "\n")
         return current
     saved = json.loads(path.read_text())
     changed = [f"{name} {saved.get(name)} -> {new}" for name, new in current.items() if saved.get(name) != new]
