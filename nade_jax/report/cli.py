@@ -32,7 +32,7 @@ import yaml
 from jax.typing import ArrayLike
 
 from nade_jax.report import plots
-from nade_jax.report.dashboard import PROFILES_FILE, heat_maps
+from nade_jax.report.dashboard import PROFILES_FILE, heat_maps, read_image_shape
 
 SKIP_DIRS = {"checkpoints", "wandb", "report", "samples", ".hydra", ".jobs", ".orderless", "eval", "eval_sweep"}
 # Overrides that do not make a model distinct (they are the seed, the ordering, or bookkeeping).
@@ -344,19 +344,18 @@ def ensemble_curves(runs: list[Run]) -> dict[str, tuple[list[int], list[list[flo
 
 def mean_profiles(
     runs: list[Run], chosen: list[str]
-) -> tuple[dict[str, np.ndarray], dict[str, list[int]], tuple[int, int] | None]:
+) -> tuple[dict[str, np.ndarray], dict[str, list[int]], tuple[int, ...] | None]:
     """{"<model> · <o>": (D,) mean over seeds of the per-position NLL} for the chosen
     orderings: fixed-order models under their training ordering, orderless models under each
     chosen ordering; plus each ordering's permutation and the image shape."""
     sums: defaultdict[tuple[str, str, int | None], list[np.ndarray]] = defaultdict(list)
     perms: dict[str, list[int]] = {}
-    image_shape: tuple[int, int] | None = None
+    image_shape: tuple[int, ...] | None = None
     for run in runs:
         if not run.profiles:
             continue
         if image_shape is None and run.profiles.get("image_shape"):
-            height, width = run.profiles["image_shape"]
-            image_shape = (int(height), int(width))
+            image_shape = read_image_shape(run.profiles["image_shape"])
         names = list(run.profiles["orderings"]) if run.orderless else [run.profiles["train_ordering"]]
         for name in names:
             if name in chosen:
