@@ -204,6 +204,19 @@ def test_rgb_patches_real_dequantises_the_same_split(rgb):
         np.testing.assert_array_equal(np.floor(x.astype(np.float64) * 256), levels)
 
 
+def test_samples_are_drawn_in_pixel_units(rgb):
+    """Categorical samples keep their levels on the fixed range (0, 255); dequantised ones
+    (either scaling) map back to level + u, whose floor is the level."""
+    assert rgb.as_pixels(rgb.test[:3])[1] == (0.0, 255.0)
+    for scale in ("unit", "standardise"):
+        real = load("rgb_patches_real", scale=scale)
+        pixels, value_range = real.as_pixels(real.test)
+        assert value_range is None
+        np.testing.assert_allclose(pixels, rgb.test + 0.5, atol=0.5 + 1e-3)
+    with pytest.raises(ValueError, match=r"image_shape must be \(H, W\) or \(H, W, C\)"):
+        type(rgb)("t", rgb.train, rgb.val, rgb.test, binary=False, image_shape=(192,), num_categories=256)
+
+
 def test_bits_per_dim_of_dequantised_data_is_invariant_to_the_scaling():
     """The Jacobian term makes bits/dim a property of the density on the levels: the diagonal
     Gaussian baseline (affine-equivariant) scores the same bits/dim on [0, 1] and
