@@ -21,8 +21,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from nade_jax import CONFIG_DIR, evaluation, orderings
-from nade_jax.report import dashboard
-from nade_jax.run import build, config, errors
+from nade_jax.run import build, config, dashboard, errors
 from nade_jax.run.errors import RunError
 from nade_jax.run.loggers import run_id_for, start_wandb
 

@@ -53,17 +53,6 @@ def write_profiles(
     return path
 
 
-def read_image_shape(value: Any) -> tuple[int, ...] | None:
-    """The ``image_shape`` of a profiles file (which may come from anyone): (H, W) or
-    (H, W, C) of positive ints, or None when it is anything else."""
-    ok = (
-        isinstance(value, list)
-        and len(value) in (2, 3)
-        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value)
-    )
-    return tuple(value) if ok else None
-
-
 def heat_maps(profiles: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
     """{ordering name: (D,) the NLL of each variable when it is predicted under that ordering}."""
     return {name: pixel_map(p["nll_per_position"], p["ordering"]) for name, p in profiles.items()}
