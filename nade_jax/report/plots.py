@@ -10,6 +10,7 @@ function returns the axis range it used.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -338,7 +339,9 @@ def save_heat_maps(
     image = None
     for axis, (name, values) in zip(axes.ravel(), panels.items(), strict=False):
         image = axis.imshow(values, cmap="magma", vmin=0.0, vmax=high, interpolation="nearest")
-        axis.set_title(f"{name}\nΣ = {np.nansum(values):.2f} nats", fontsize=8)
+        # Long model labels (swept overrides) are wrapped so that neighbouring titles do not overlap.
+        wrapped = "\n".join(textwrap.fill(line, 30) for line in name.split("\n"))
+        axis.set_title(f"{wrapped}\nΣ = {np.nansum(values):.2f} nats", fontsize=8)
         axis.set_xticks([])
         axis.set_yticks([])
     for axis in axes.ravel()[n:]:
