@@ -77,4 +77,6 @@ def digits_real(seed: int = 0, num_train: int = 1400, num_val: int = 200) -> Spl
     noise_rng = np.random.default_rng([seed, 1])
     noisy = [preprocess.dequantise(x, noise_rng) for x in pixels]
     (train, val, test), mean, std = preprocess.standardise(*noisy)
-    return Splits("digits_real", train, val, test, binary=False, image_shape=IMAGE_SHAPE, mean=mean, std=std)
+    return Splits(
+        "digits_real", train, val, test, binary=False, image_shape=IMAGE_SHAPE, mean=mean, std=std, dequantised=True
+    )

@@ -268,7 +268,9 @@ def log_sample_grid(
         f"{' (sampling)' if model.is_orderless else ''} · seed {cfg.seed} · "
         f"{f'best parameters (ran to step {step})' if best else f'step {step}'}"
     )
-    logger.log_image(name, save_sample_grid(np.asarray(samples), splits.image_shape, path, title=title), step)
+    pixels, value_range = splits.as_pixels(np.asarray(samples))
+    grid = save_sample_grid(pixels, splits.image_shape, path, title=title, value_range=value_range)
+    logger.log_image(name, grid, step)
 
 
 def report_finished_run(run_dir: Path, status: dict[str, Any]) -> dict[str, Any]:

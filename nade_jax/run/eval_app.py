@@ -127,8 +127,9 @@ def evaluate_run(cfg: DictConfig) -> Path:
             run.splits.num_inputs, cfg.num_orderings, cfg.seed, run.model
         )
         samples = run.model.sample(jax.random.key(cfg.seed), cfg.num_samples, eval_orderings[0])
+        pixels, value_range = run.splits.as_pixels(np.asarray(samples))
         save_sample_grid(
-            np.asarray(samples), run.splits.image_shape, run_dir / f"samples_eval_K{cfg.num_orderings}.png"
+            pixels, run.splits.image_shape, run_dir / f"samples_eval_K{cfg.num_orderings}.png", value_range=value_range
         )
     dashboard.write_profiles(
         run_dir,
