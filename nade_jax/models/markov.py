@@ -19,6 +19,7 @@ from jax.typing import ArrayLike, DTypeLike
 from nade_jax.checks import as_batch, as_ordering, check_inputs, check_positive_int
 from nade_jax.models.base import DensityModel
 from nade_jax.models.heads import BernoulliHead
+from nade_jax.registry import register_model
 
 
 def _signed_log_sigmoid(logits: jax.Array, x: jax.Array) -> jax.Array:
@@ -26,6 +27,7 @@ def _signed_log_sigmoid(logits: jax.Array, x: jax.Array) -> jax.Array:
     return jax.nn.log_sigmoid(jnp.where(x > 0.5, logits, -logits))
 
 
+@register_model("markov")
 class MarkovChain(DensityModel):
     """First-order binary Markov chain along the ordering; b, w (D,).
 
