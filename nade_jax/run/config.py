@@ -299,11 +299,15 @@ def _keyword_arguments(function: Any, exclude: tuple[str, ...]) -> list[str] | N
 
 
 def _check_options(options: Mapping[str, Any], allowed: list[str] | None, group: str) -> None:
-    if allowed is None:
-        return
     typed = [f.name for f in dataclasses.fields(POLYMORPHIC[group]) if f.name != "options"]
+    for key, value in options.items():  # plain values only: nothing a config holds is built but the group itself
+        items = value if isinstance(value, list) else [value]
+        _require(
+            all(item is None or isinstance(item, (bool, int, float, str)) for item in items),
+            f"{group}.{key} must be a number, string, boolean, null or a list of them, got {shown(value)}",
+        )
     for key in options:
-        if key not in allowed and key not in typed:
+        if allowed is not None and key not in allowed and key not in typed:
             raise unknown_key(f"{group}.{key}", allowed + typed)
 
 
@@ -725,7 +729,7 @@ def check_overrides(argv: list[str], cls: type[Any]) -> None:
                 break
             fields = {f.name: f for f in dataclasses.fields(node)}
             if part not in fields:
-                if depth == 0 and _is_group(part):
+                if depth == 0 and cls is RunConfig and _is_group(part):
                     break
                 raise unknown_key(".".join(parts[: depth + 1]), list(fields))
             node = typing.get_type_hints(node)[part]
