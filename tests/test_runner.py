@@ -350,6 +350,33 @@ def test_run_dir_config_with_an_interpolation_is_refused_unresolved(
     assert "hunter2" not in str(raised.value) + caplog.text
 
 
+@pytest.mark.slow
+def test_nade_eval_cli_on_a_run_dir_with_resolvers_is_one_line_and_leaks_nothing(uninterrupted, tmp_path):
+    """The issue's cases through the command line: ``oc.create`` of a ``_target_`` and
+    ``oc.env``; the victim file stays, the variable's value is in no output and no file."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted[0], run_dir)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.model = f"${{oc.create:{{_target_: builtins.open, file: {victim}, mode: w}}}}"
+    cfg.logger.project = "${oc.env:NADE_TEST_SECRET}"
+    OmegaConf.save(cfg, run_dir / "config.yaml")
+    env = {**os.environ, "NADE_TEST_SECRET": "hunter2-secret", "WANDB_MODE": "offline"}
+    result = subprocess.run(
+        [sys.executable, "-m", "nade_jax.run.eval_app", f"run_dir={run_dir}", "num_orderings=1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "holds an interpolation" in _one_line(result, "nade-eval")
+    assert victim.read_text() == "precious"
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not any("hunter2" in p.read_text(errors="ignore") for p in run_dir.rglob("*") if p.is_file())
+
+
 def _as_legacy(run_dir: Path) -> None:
     """Rewrites a run dir's config as the runner wrote it before the registry: ``_target_`` paths."""
     import yaml
