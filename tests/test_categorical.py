@@ -44,21 +44,19 @@ def test_runner_pairs_categorical_models_with_categorical_data_and_reports_bits_
     from hydra import compose, initialize_config_dir
 
     from nade_jax import CONFIG_DIR, evaluation
-    from nade_jax.run import build, errors
+    from nade_jax.run import build, config, errors
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["model=categorical_nade", "data=digits_real", "model.num_hidden=4"])
+        typed = lambda overrides: config.parse_run(compose("config", overrides=overrides))
+        cfg = typed(["model=categorical_nade", "data=digits_real", "model.num_hidden=4"])
         with pytest.raises(errors.ConfigError, match="needs categorical data, but data=digits_real is real"):
-            build.build_model(cfg, build.load_data(cfg.data))
-        cfg = compose(
-            "config",
-            overrides=["model=categorical_nade", "data=digits_levels", "model.num_hidden=4", "model.num_categories=5"],
-        )
+            build.build_model(cfg.model, build.load_data(cfg.data), cfg.seed)
+        cfg = typed(["model=categorical_nade", "data=digits_levels", "model.num_hidden=4", "model.num_categories=5"])
         splits = build.load_data(cfg.data)
         with pytest.raises(errors.ConfigError, match=r"model\.num_categories must be 17"):
-            build.build_model(cfg, splits)
-        cfg = compose("config", overrides=["model=categorical_nade", "data=digits_levels", "model.num_hidden=4"])
-        model = build.build_model(cfg, splits)
+            build.build_model(cfg.model, splits, cfg.seed)
+        cfg = typed(["model=categorical_nade", "data=digits_levels", "model.num_hidden=4"])
+        model = build.build_model(cfg.model, splits, cfg.seed)
     result = evaluation.final_evaluation(model, splits, None, num_orderings=0, orderings_seed=0)
     nll = result.metrics["test/nll"]
     assert result.metrics["test/bits_per_dim"] == pytest.approx(nll / (splits.num_inputs * np.log(2)))

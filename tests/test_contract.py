@@ -8,7 +8,6 @@ orderings and ensembles; eager calls that compile once; building from the yaml c
 
 import functools
 
-import hydra
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +21,7 @@ from nade_jax import CONFIG_DIR, ensemble_log_prob, log_prob_per_ordering
 from nade_jax.data import load
 from nade_jax.models import DensityModel, SharedWeightNADE, check_model
 from nade_jax.models.base import DATA_KINDS
+from nade_jax.run import config
 from nade_jax.run.build import data_arguments
 
 CASES = [pytest.param(case, id=case.name) for case in ZOO]
@@ -254,9 +254,10 @@ def test_builds_from_its_yaml(case):
     """conf/model/<config>.yaml composes with its data config, instantiates the case's class
     for the data's D, and declares the data's kind."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={case.config}", f"data={case.data}"])
-    splits = load(**cfg.data)
-    model = hydra.utils.instantiate(cfg.model, **data_arguments(cfg.model, splits), rngs=nnx.Rngs(0))
+        cfg = config.parse_run(compose("config", overrides=[f"model={case.config}", f"data={case.data}"]))
+    splits = load(cfg.data.name, **cfg.data.options)
+    arguments = {**cfg.model.options, **data_arguments(cfg.model, splits)}
+    model = cfg.model.cls(**arguments, rngs=nnx.Rngs(0))  # the registry's class
     check_model(model)
     assert type(model) is type(model_of(case))
     assert model.num_inputs == splits.num_inputs

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from nade_jax import parallel
 from nade_jax.data.preprocess import dynamic_binarize
 from nade_jax.models.orderless import random_masks
-from nade_jax.run import distributed
+from nade_jax.run import config
 from nade_jax.run.app import train
 from nade_jax.run.build import restore_run
 from nade_jax.run.errors import ConfigError
@@ -56,19 +56,25 @@ def compose_config(overrides):
         ),
         (["distributed.num_processes=0"], "distributed.num_processes must be an integer >= 1 or null, got 0"),
         (["distributed.auto=yes"], "distributed.auto must be true or false, got 'yes'"),
+        (
+            ["+distributed.num_process=2"],
+            "unknown key distributed.num_process: did you mean distributed.num_processes?",
+        ),
         (["distributed.heartbeat_timeout=0"], r"distributed.heartbeat_timeout must be an integer >= 1 \(seconds\)"),
     ],
 )
 def test_bad_distributed_values_name_the_key(tmp_path, overrides, message):
-    with pytest.raises(ConfigError, match=message):
+    def start() -> None:
+        config.check_overrides(overrides, config.RunConfig)  # nade-train's main, before Hydra composes
         train(compose_config(["logger=none", *overrides]), tmp_path)
+
+    with pytest.raises(ConfigError, match=message):
+        start()
     assert not (tmp_path / "config.yaml").exists()
 
 
 def test_distributed_is_off_by_default():
-    cfg = compose_config([])
-    distributed.check(cfg.distributed)
-    assert not distributed.enabled(cfg.distributed)
+    assert not config.parse_run(compose_config([])).distributed.enabled
     assert parallel.process_count() == 1
     assert parallel.is_main()
 
@@ -103,7 +109,7 @@ EVERY_FAMILY = textwrap.dedent(
     from hydra import compose, initialize_config_dir
     import optax
     from nade_jax import steps
-    from nade_jax.run import build
+    from nade_jax.run import build, config
     from nade_jax.run import errors
 
     assert len(jax.devices()) == 2
@@ -112,15 +118,15 @@ EVERY_FAMILY = textwrap.dedent(
         model = None
         for data in ("digits", "digits_real", "digits_levels"):
             with initialize_config_dir(config_dir=conf, version_base="1.3"):
-                cfg = compose("config", overrides=[f"model={name}", f"data={data}"])
+                cfg = config.parse_run(compose("config", overrides=[f"model={name}", f"data={data}"]))
             splits = build.load_data(cfg.data)
             try:
-                model = build.build_model(cfg, splits)
+                model = build.build_model(cfg.model, splits, cfg.seed)
                 break
             except errors.ConfigError:
                 continue
         model.init_from_data(splits.train)
-        ordering = build.make_ordering(cfg, splits)
+        ordering = build.make_ordering(cfg.ordering, splits)
         graphdef, params0 = nnx.split(model)
         # Adam would turn rounding-level gradients into full-size steps; clipping keeps the
         # real-valued MoG models' first steps (gradients ~1e3) from amplifying rounding

@@ -3,12 +3,12 @@ the new model families run through the runner on tiny configs."""
 
 from pathlib import Path
 
-import hydra
 import pytest
 from flax import nnx
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
+from nade_jax.run import config
 from nade_jax.run.optim import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,9 +40,10 @@ def test_experiment_builds_and_documents_its_needs(name):
     cfg = compose_experiment(name)
     assert cfg.experiment_name == name
     num_inputs = 64 if cfg.data.name.startswith("digits") else 784
-    model = hydra.utils.instantiate(cfg.model, num_inputs=num_inputs, rngs=nnx.Rngs(0))
+    typed = config.parse_run(cfg)
+    model = typed.model.cls(num_inputs, **typed.model.options, rngs=nnx.Rngs(0))
     assert model.num_inputs == num_inputs
-    make_optimizer(cfg.optimizer, cfg.trainer.max_steps or 1000)
+    make_optimizer(typed.optimizer, typed.trainer.max_steps or 1000)
     text = (ROOT / "experiments" / f"{name}.yaml").read_text()
     assert "Needs:" in text, f"{name}.yaml must say what it needs"
     assert "nade-train" in text, f"{name}.yaml must say how to run it"

@@ -11,16 +11,10 @@ from flax import nnx
 from nade_jax.data import independent_baseline_nll, load
 from nade_jax.models import BinaryNADE, MoGNADE, OrderlessNADE
 from nade_jax.models.layerwise import grow
+from nade_jax.run.config import OptimizerConfig
 from nade_jax.run.optim import make_optimizer
 
-SGD = {
-    "_target_": "optax.sgd",
-    "_partial_": True,
-    "learning_rate": 0.1,
-    "schedule": "constant",
-    "momentum": 0.9,
-    "nesterov": False,
-}
+SGD = {"name": "sgd", "learning_rate": 0.1, "options": {"momentum": 0.9, "nesterov": False}}
 
 
 def weights(model):
@@ -62,7 +56,7 @@ def test_reference_init_starts_at_the_independent_baseline():
 
 
 def test_momentum_warmup():
-    tx = make_optimizer({**SGD, "momentum_warmup_steps": 3}, 10)
+    tx = make_optimizer(OptimizerConfig(**SGD, momentum_warmup_steps=3), 10)
     params = jnp.zeros(2)
     state = tx.init(params)
     grads = [jnp.array([1.0, -2.0]) * (t + 1) for t in range(6)]
@@ -72,7 +66,7 @@ def test_momentum_warmup():
         trace = np.asarray(g) + (0.9 if t >= 3 else 0.0) * trace  # optax.trace with a scheduled decay
         np.testing.assert_allclose(update, -0.1 * trace, rtol=1e-6)
     # Without warm-up, the same config is plain optax.sgd with momentum from the first update.
-    plain = make_optimizer(dict(SGD), 10)
+    plain = make_optimizer(OptimizerConfig(**SGD), 10)
     state = plain.init(params)
     _first, state = plain.update(grads[0], state, params)
     second, _ = plain.update(grads[1], state, params)
@@ -83,12 +77,12 @@ def test_momentum_warmup():
     ("config", "field"),
     [
         ({**SGD, "momentum_warmup_steps": -2}, "optimizer.momentum_warmup_steps"),
-        ({**SGD, "momentum": None, "momentum_warmup_steps": 5}, "optimizer.momentum in"),
+        ({**SGD, "options": {"momentum": None}, "momentum_warmup_steps": 5}, "optimizer.momentum in"),
     ],
 )
 def test_momentum_warmup_errors(config, field):
     with pytest.raises(ValueError, match=field):
-        make_optimizer(config, 10)
+        OptimizerConfig(**config)
 
 
 @pytest.mark.parametrize("output", ["bernoulli", "mog"])

@@ -13,6 +13,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import nade_jax.run  # noqa: F401  registers the config schemas the yaml files build on
+
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 STUBS = {

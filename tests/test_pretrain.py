@@ -5,7 +5,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from test_train import CONF
 
-from nade_jax.run import pretrain
+from nade_jax.run import config, pretrain
 from nade_jax.run.app import train
 from nade_jax.run.build import restore_run
 from nade_jax.run.errors import ConfigError
@@ -16,7 +16,7 @@ TINY = [
     "trainer.checkpoint_every=20",
     "trainer.log_every=10",
     "trainer.num_samples=0",
-    "trainer.num_eval_orderings=0",
+    "trainer.num_eval_orderings=1",
     "trainer.progress=false",
     "logger=none",
     "model=orderless_nade",
@@ -37,10 +37,10 @@ def one_layer_run(tmp_path_factory):
 
 def test_layerwise_pretraining_grows_the_trained_model(one_layer_run, tmp_path):
     small = restore_run(one_layer_run).model
-    cfg = compose_config(["model.hidden=[16,16]", f"init_from={one_layer_run}"])
+    typed = config.parse_run(compose_config(["model.hidden=[16,16]", f"init_from={one_layer_run}"]))
     from nade_jax.run.build import build_model, load_data
 
-    model = build_model(cfg, load_data(cfg.data))
+    model = build_model(typed.model, load_data(typed.data), typed.seed)
     pretrain.initialise_from(model, one_layer_run, init_scale=0.01, seed=0)
     for name in ("W_x", "W_m", "c", "b"):
         np.testing.assert_array_equal(getattr(model, name)[...], getattr(small, name)[...])
@@ -51,10 +51,10 @@ def test_layerwise_pretraining_grows_the_trained_model(one_layer_run, tmp_path):
 
 
 def test_warm_start_copies_the_same_model(one_layer_run):
-    cfg = compose_config(["model.hidden=[16]"])
+    typed = config.parse_run(compose_config(["model.hidden=[16]"]))
     from nade_jax.run.build import build_model, load_data
 
-    model = pretrain.initialise_from(build_model(cfg, load_data(cfg.data)), one_layer_run)
+    model = pretrain.initialise_from(build_model(typed.model, load_data(typed.data), typed.seed), one_layer_run)
     small = restore_run(one_layer_run).model
     np.testing.assert_array_equal(model.V[...], small.V[...])
 

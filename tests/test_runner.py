@@ -2,6 +2,7 @@
 checkpoints, divergence, run dirs from elsewhere, resume bookkeeping. In-process on tiny
 configs; the subprocess cases (one-line errors, SIGKILLs) are marked slow."""
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ import pytest
 from omegaconf import OmegaConf
 from test_train import compose_config, read_jsonl
 
-from nade_jax.run import rundir
+from nade_jax.run import config, rundir
 from nade_jax.run.app import train
 from nade_jax.run.build import restore_run
 from nade_jax.run.checkpoint import CheckpointError
@@ -131,14 +132,15 @@ def test_finished_run_rerun_reports_and_adds_nothing(uninterrupted, tmp_path):
 
 
 def test_defining_and_reporting_keys():
-    base = compose_config(TINY)
+    typed = lambda overrides: config.parse_run(compose_config(overrides))
+    base = typed(TINY)
     assert (
         rundir.defining_differences(
-            compose_config([*TINY, "trainer.num_eval_orderings=3", "logger=wandb", "trainer.devices=2"]), base
+            typed([*TINY, "trainer.num_eval_orderings=3", "logger=wandb", "trainer.devices=2"]), base
         )
         == []
     )
-    differences = rundir.defining_differences(compose_config([*TINY, "ordering=random", "seed=1"]), base)
+    differences = rundir.defining_differences(typed([*TINY, "ordering=random", "seed=1"]), base)
     assert [d.split(" ")[0] for d in differences] == ["ordering.kind", "seed"]
 
 
@@ -308,10 +310,111 @@ def test_run_dir_config_with_foreign_target_is_refused(uninterrupted, tmp_path, 
     node = json.loads(json.dumps(node).replace("VICTIM", str(victim)))
     OmegaConf.update(cfg, key, node, force_add=True, merge=False)
     OmegaConf.save(cfg, run_dir / "config.yaml")
-    target_key = f"{key}._target_" if isinstance(node, dict) else f"{key}[0]._target_"
-    with pytest.raises(ConfigError, match="^" + re.escape(target_key) + " = .* is not allowed"):
+    with pytest.raises(ConfigError, match=re.escape(f"run_dir {run_dir}: config.yaml: ")) as raised:
         restore_run(run_dir)
+    assert str(victim) not in str(raised.value)  # the value is never shown
+    assert "\n" not in str(raised.value)
     assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "${oc.create:{_target_: builtins.open, file: VICTIM, mode: w}}",
+        "${oc.env:NADE_TEST_SECRET}",
+        "${oc.decode:'{_target_: builtins.open, file: VICTIM, mode: w}'}",
+    ],
+)
+@pytest.mark.parametrize("key", ["model", "model.num_hidden", "logger.project"])
+def test_run_dir_config_with_an_interpolation_is_refused_unresolved(
+    uninterrupted, tmp_path, monkeypatch, caplog, value, key
+):
+    """A resolver in a run dir's config is never run: the victim file stays, the variable's
+    value appears in no message or log."""
+    from nade_jax.run.eval_app import evaluate_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted[0], run_dir)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    monkeypatch.setenv("NADE_TEST_SECRET", "hunter2-secret")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    OmegaConf.update(cfg, key, value.replace("VICTIM", str(victim)), force_add=True, merge=False)
+    OmegaConf.save(cfg, run_dir / "config.yaml")  # unresolved: the interpolation is in the file
+    assert "${" in (run_dir / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="holds an interpolation") as raised:
+        evaluate_run(config.EvalConfig(run_dir=str(run_dir), num_orderings=1, num_samples=0, log_to_run=False))
+    with pytest.raises(ConfigError, match="holds an interpolation"):  # init_from reads it the same way
+        train(compose_config([*TINY, f"init_from={run_dir}"]), tmp_path / "warm")
+    assert victim.read_text() == "precious"
+    assert "hunter2" not in str(raised.value) + caplog.text
+
+
+@pytest.mark.slow
+def test_nade_eval_cli_on_a_run_dir_with_resolvers_is_one_line_and_leaks_nothing(uninterrupted, tmp_path):
+    """The issue's cases through the command line: ``oc.create`` of a ``_target_`` and
+    ``oc.env``; the victim file stays, the variable's value is in no output and no file."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted[0], run_dir)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.model = f"${{oc.create:{{_target_: builtins.open, file: {victim}, mode: w}}}}"
+    cfg.logger.project = "${oc.env:NADE_TEST_SECRET}"
+    OmegaConf.save(cfg, run_dir / "config.yaml")
+    env = {**os.environ, "NADE_TEST_SECRET": "hunter2-secret", "WANDB_MODE": "offline"}
+    result = subprocess.run(
+        [sys.executable, "-m", "nade_jax.run.eval_app", f"run_dir={run_dir}", "num_orderings=1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "holds an interpolation" in _one_line(result, "nade-eval")
+    assert victim.read_text() == "precious"
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not any("hunter2" in p.read_text(errors="ignore") for p in run_dir.rglob("*") if p.is_file())
+
+
+def _as_legacy(run_dir: Path) -> None:
+    """Rewrites a run dir's config as the runner wrote it before the registry: ``_target_`` paths."""
+    import yaml
+
+    data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    model, optimizer = data["model"], data["optimizer"]
+    data["model"] = {"_target_": "nade_jax.models.BinaryNADE", **{k: v for k, v in model.items() if k != "name"}}
+    data["optimizer"] = {
+        "_target_": f"optax.{optimizer['name']}",
+        "_partial_": True,
+        **{k: v for k, v in optimizer.items() if k not in ("name", "learning_rate_in_state", "momentum_warmup_steps")},
+    }
+    for key in ("init_from", "experiment_name"):  # keys added later are absent from old configs
+        data.pop(key)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(data))
+
+
+def test_a_run_dir_from_before_the_registry_evaluates_and_resumes(tmp_path, monkeypatch):
+    """Old run dirs name the project's classes by ``_target_`` and hold optax's plain optimizer
+    state: nade-eval reads them, and an in-flight one resumes to the same parameters."""
+    from nade_jax.run.eval_app import evaluate_run
+
+    legacy = config.parse_run(compose_config([*TINY, "optimizer.schedule=linear_decay"]))
+    legacy = dataclasses.replace(legacy, optimizer=dataclasses.replace(legacy.optimizer, learning_rate_in_state=False))
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    train(legacy, whole)
+    _as_legacy(whole)
+    assert restore_run(whole).cfg.model.name == "nade"
+    evaluate_run(config.EvalConfig(run_dir=str(whole), num_orderings=1, num_samples=0, log_to_run=False))
+    assert (whole / "eval_K1.json").exists()
+
+    interrupt_after(monkeypatch, 30)
+    with pytest.raises(Killed):
+        train(legacy, resumed)
+    monkeypatch.undo()
+    _as_legacy(resumed)
+    train(compose_config([*TINY, "optimizer.schedule=linear_decay"]), resumed)  # today's config: no mismatch
+    assert_same_state(final_state(whole), final_state(resumed))
 
 
 # --- Config errors -----------------------------------------------------------------------------
@@ -321,11 +424,17 @@ def test_run_dir_config_with_foreign_target_is_refused(uninterrupted, tmp_path, 
     ("overrides", "message"),
     [
         (["seed=abc"], "seed must be an integer, got 'abc'"),
+        (["seed=-1"], "seed must be an integer >= 0, got -1"),
+        (["+trainer.max_step=100"], "unknown key trainer.max_step: did you mean trainer.max_steps?"),
+        (["trainer.max_step=100"], "unknown key trainer.max_step: did you mean trainer.max_steps?"),
+        (["model.num_hiden=3"], "unknown key model.num_hiden: did you mean model.num_hidden?"),
+        (["+model.num_hiden=3"], "unknown key model.num_hiden: did you mean model.num_hidden?"),
+        (["trainer.batch_size=abc"], "trainer.batch_size must be an integer, got 'abc'"),
         (["ordering=random", "ordering.seed=abc"], "ordering.seed must be an integer, got 'abc'"),
-        (["optimizer.learning_rate=abc"], "optimizer.learning_rate must be a number > 0, got 'abc'"),
+        (["optimizer.learning_rate=abc"], "optimizer.learning_rate must be a number, got 'abc'"),
         (["optimizer.learning_rate=-1"], "optimizer.learning_rate must be a number > 0, got -1"),
         (["optimizer.clip_norm=0"], "optimizer.clip_norm must be a number > 0 or null"),
-        (["trainer.max_steps=abc"], "trainer.max_steps must be an integer >= 0 or null, got 'abc'"),
+        (["trainer.max_steps=abc"], "trainer.max_steps must be an integer or null, got 'abc'"),
         (["trainer.max_steps=0"], "training needs at least one step"),
         (["trainer.epochs=3"], "set exactly one of trainer.max_steps and trainer.epochs"),
         (["trainer.eval_every=0"], "trainer.eval_every must be an integer >= 1"),
@@ -336,10 +445,11 @@ def test_run_dir_config_with_foreign_target_is_refused(uninterrupted, tmp_path, 
         (["logger.kind=tensorboard"], "logger.kind must be one of ['wandb', 'none']"),
         (["logger=wandb", "logger.mode=sometimes"], "logger.mode must be one of"),
         (["model.activation=swish"], "model: "),
-        (["model._target_=nade_jax.models.NoSuchModel"], "model._target_: "),
+        (["model._target_=nade_jax.models.NoSuchModel"], "unknown key model._target_"),
+        (["+model._target_=builtins.open"], "model._target_ = 'builtins.open' is not a model of this project"),
         (["data.threshold=abc"], "data."),
         (["optimizer.b1=abc"], "optimizer: "),
-        (["+optimizer.foo=1"], "optimizer: "),
+        (["+optimizer.foo=1"], "unknown key optimizer.foo"),
         (["ordering=column_major", "data=digits", "model.num_hidden=8"], None),
         (["trainer.devices=64"], "trainer.devices must be in"),
     ],
@@ -349,9 +459,22 @@ def test_bad_values_are_one_message_naming_the_key(tmp_path, overrides, message)
         cfg = compose_config(TINY + overrides + ["trainer.max_steps=1"])
         assert train(cfg, tmp_path)["train/steps"] == 1
         return
-    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace("[", r"\[")):
+
+    def start() -> None:
+        config.check_overrides(overrides, config.RunConfig)  # what nade-train's main does before Hydra composes
         train(compose_config(TINY + overrides), tmp_path)
+
+    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace("[", r"\[")):
+        start()
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_orderless_model_with_no_evaluation_orderings_is_refused(tmp_path):
+    """Its test NLL would silently be the training ordering's."""
+    overrides = ["model=orderless_nade", "model.hidden=[8]", "trainer.num_eval_orderings=0", *TINY[1:]]
+    with pytest.raises(ConfigError, match=r"^trainer.num_eval_orderings must be >= 1 for the orderless model"):
+        train(compose_config(overrides), tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 # --- One-line errors through the command line ----------------------------------------------------
@@ -372,7 +495,10 @@ def _one_line(result, prog="nade-train"):
     [
         (["seed=abc"], "seed must be an integer"),
         (["ordering=random", "ordering.seed=abc"], "ordering.seed must be an integer"),
-        (["optimizer.learning_rate=abc"], "optimizer.learning_rate must be a number > 0"),
+        (["optimizer.learning_rate=abc"], "optimizer.learning_rate must be a number"),
+        (["+trainer.max_step=100"], "unknown key trainer.max_step: did you mean trainer.max_steps?"),
+        (["seed=-1"], "seed must be an integer >= 0, got -1"),
+        (["trainer.batch_size=abc"], "trainer.batch_size must be an integer, got 'abc'"),
         (["model=nade", "data=digits_real"], "use data=digits or data=mnist5k, or model=mog_nade"),
     ],
 )
@@ -386,9 +512,10 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     ("args", "message"),
     [
         ([], "run_dir is required"),
-        (["model=nade", "run_dir=x"], "unknown key 'model'"),
+        (["model=nade", "run_dir=x"], "unknown key model: allowed: batch_size, chunk_size"),
+        (["run_dir=RUN", "num_ordering=3"], "unknown key num_ordering: did you mean num_orderings?"),
         (["run_dir=RUN", "num_orderings=0"], "num_orderings must be an integer >= 1, got 0"),
-        (["run_dir=RUN", "num_orderings=abc"], "num_orderings must be an integer >= 1, got 'abc'"),
+        (["run_dir=RUN", "num_orderings=abc"], "num_orderings must be an integer, got 'abc'"),
         (["run_dir=/nonexistent/run"], "run_dir must be a nade-train run dir holding config.yaml"),
         (["run_dir=EMPTY"], "run_dir must be a nade-train run dir holding config.yaml"),
     ],

@@ -21,6 +21,7 @@ from jax.typing import DTypeLike
 from nade_jax.checks import check_positive_int
 from nade_jax.models.heads import CategoricalHead
 from nade_jax.models.nade import NADEStep, SharedWeightNADE
+from nade_jax.registry import register_model
 
 
 class CategoricalStep(NADEStep):
@@ -38,6 +39,7 @@ class CategoricalStep(NADEStep):
         return one_hot.reshape(x.shape[0], -1) @ W.reshape(-1, W.shape[-1])
 
 
+@register_model("categorical_nade")
 class CategoricalNADE(SharedWeightNADE):
     """NADE over variables with ``num_categories`` values each (integers stored as floats).
 

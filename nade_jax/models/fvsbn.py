@@ -19,6 +19,7 @@ from nade_jax.checks import as_batch, as_ordering, check_inputs, check_positive_
 from nade_jax.models.base import DensityModel
 from nade_jax.models.heads import BernoulliHead
 from nade_jax.models.markov import _signed_log_sigmoid
+from nade_jax.registry import register_model
 
 
 def precedes(ordering: jax.Array | None, num_inputs: int, dtype: DTypeLike) -> jax.Array:
@@ -28,6 +29,7 @@ def precedes(ordering: jax.Array | None, num_inputs: int, dtype: DTypeLike) -> j
     return (rank[None, :] < rank[:, None]).astype(dtype)
 
 
+@register_model("fvsbn")
 class FVSBN(DensityModel):
     """Fully visible sigmoid belief net over binary vectors; W (D, D), b (D,).
 

@@ -48,10 +48,12 @@ from nade_jax.checks import (
 from nade_jax.models.base import DataKind, DensityModel, check_values
 from nade_jax.models.heads import OUTPUTS, Head, make_head
 from nade_jax.models.nade import ACTIVATIONS
+from nade_jax.registry import register_model
 
 _HASH_STREAM = 2**31 - 1  # folded into the mask seed for the ordering hash's coefficients
 
 
+@register_model("made")
 class MADE(DensityModel):
     """MADE with L >= 1 masked hidden layers and a Bernoulli or MoG head.
 

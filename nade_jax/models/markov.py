@@ -20,6 +20,7 @@ from jax.typing import ArrayLike, DTypeLike
 from nade_jax.checks import as_batch, as_ordering, check_inputs, check_positive_int
 from nade_jax.models.base import DensityModel, check_values
 from nade_jax.models.heads import BernoulliHead, CategoricalHead
+from nade_jax.registry import register_model
 
 
 def _signed_log_sigmoid(logits: jax.Array, x: jax.Array) -> jax.Array:
@@ -56,6 +57,7 @@ class _Chain(DensityModel):
         return -self.log_prob(x, ordering).mean()
 
 
+@register_model("markov")
 class MarkovChain(_Chain):
     """First-order binary Markov chain along the ordering; b, w (D,).
 
@@ -108,6 +110,7 @@ class MarkovChain(_Chain):
         self.w[...] = jnp.zeros_like(self.w[...])
 
 
+@register_model("categorical_markov")
 class CategoricalMarkovChain(_Chain):
     """First-order categorical Markov chain along the ordering, over Q values per variable.
 

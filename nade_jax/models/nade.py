@@ -38,6 +38,7 @@ from nade_jax.models.reversible_scan import (
     reversible_weighted_sum,
     to_blocks,
 )
+from nade_jax.registry import register_model
 
 ACTIVATIONS = {
     "sigmoid": jax.nn.sigmoid,
@@ -358,6 +359,7 @@ class SharedWeightNADE(DensityModel):
         self.b[...] = jnp.asarray(self.head.init_bias(x), self.b[...].dtype)
 
 
+@register_model("nade")
 class BinaryNADE(SharedWeightNADE):
     """NADE over binary vectors: Bernoulli conditionals, sigmoid hidden units by default."""
 

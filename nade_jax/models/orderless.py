@@ -48,6 +48,7 @@ from nade_jax.models.base import DensityModel
 from nade_jax.models.heads import OUTPUTS, Head, make_head
 from nade_jax.models.nade import ACTIVATIONS
 from nade_jax.models.reversible_scan import PyTree, block_carries, block_validity, resolve_block_size, to_blocks
+from nade_jax.registry import register_model
 
 # Variables per scan step on GPU/TPU: L·B rows per upper-layer matmul (1600 at B = 100)
 # and D/L = 49 steps at D = 784; the masked matmul adds L/H_2 (3 % at H_2 = 500) to the work.
@@ -73,6 +74,7 @@ def random_masks(
     return jax.vmap(one_mask)(rows).astype(dtype)
 
 
+@register_model("orderless_nade")
 class OrderlessNADE(DensityModel):
     """DeepNADE with a Bernoulli or mixture-of-Gaussians head.
 

@@ -13,8 +13,10 @@ from jax.typing import DTypeLike
 from nade_jax.checks import check_positive_int
 from nade_jax.models.heads import MoGHead
 from nade_jax.models.nade import SharedWeightNADE
+from nade_jax.registry import register_model
 
 
+@register_model("mog_nade")
 class MoGNADE(SharedWeightNADE):
     """RNADE: p(x_{o_d} | x_{o_<d}) = Σ_c π_c N(μ_c, σ_c²), parameters from h_d = σ(ρ_d a_d)."""
 

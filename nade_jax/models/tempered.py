@@ -18,6 +18,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from nade_jax.models import BinaryNADE, NADEStep
+from nade_jax.registry import register_model
 
 
 class TemperedStep(NADEStep):
@@ -25,6 +26,7 @@ class TemperedStep(NADEStep):
         return super().outputs(a, p) * p["inv_temperature"]
 
 
+@register_model("tempered_nade")
 class TemperedNADE(BinaryNADE):
     """BinaryNADE (tanh units) whose output logits are divided by a learned temperature."""
 

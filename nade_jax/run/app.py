@@ -7,6 +7,7 @@ Run plumbing (config checks, model building, the train state, status.json) lives
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import sys
@@ -17,11 +18,12 @@ from typing import Any, cast
 import hydra
 import jax
 import numpy as np
+import yaml
 from flax import nnx
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from nade_jax import CONFIG_DIR, compile_cache, evaluation, orderings, parallel, steps
+from nade_jax import CONFIG_DIR, compile_cache, evaluation, parallel, steps
 from nade_jax.data import Splits
 from nade_jax.data.preprocess import bernoulli_sample
 from nade_jax.models import DensityModel
@@ -37,21 +39,23 @@ from nade_jax.run.versions import record_versions, run_versions
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train(cfg: config.RunConfig | DictConfig, run_dir: Path) -> dict[str, Any]:
     """Runs (or resumes) one training job in ``run_dir``; returns the final metrics.
 
-    Refuses, before writing anything, bad config values and a run dir that holds a
-    different run. A finished run is reported, not trained further.
+    ``cfg``: the typed config, or a composed one (converted here, once). Refuses, before
+    writing anything, bad config values and a run dir that holds a different run. A finished
+    run is reported, not trained further.
     """
     run_dir = Path(run_dir)
-    config.check_config(cfg)
-    compile_cache.enable(cfg.trainer.get("compile_cache", compile_cache.AUTO))
+    if not isinstance(cfg, config.RunConfig):
+        cfg = config.parse_run(cfg)
+    compile_cache.enable(cfg.trainer.compile_cache)
     try:  # [distributed] before anything touches JAX; off by default
-        distributed.initialize(cfg.get("distributed"))
+        distributed.initialize(cfg.distributed)
         distributed.check_same(str(run_dir.absolute()), "the run dir")
     except distributed.DistributedConfigError as error:
         raise ConfigError(str(error)) from None
-    rundir.check_rerun(cfg, run_dir)
+    cfg = rundir.check_rerun(cfg, run_dir)
     status = rundir.read_status(run_dir)
     if status and (
         status.get("status") == "diverged"
@@ -62,17 +66,22 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     try:
         splits = shared_data(cfg.data)
         plan = config.plan_training(cfg.trainer, len(splits.train))
-        model = build.build_model(cfg, splits)
+        model = build.build_model(cfg.model, splits, cfg.seed)
+        if model.is_orderless and not cfg.trainer.num_eval_orderings:
+            raise ConfigError(
+                f"trainer.num_eval_orderings must be >= 1 for the orderless model {cfg.model.name}: its test NLL is "
+                "a mean over random orderings (0 would report the training ordering's NLL as test/nll)"
+            )
         model.init_from_data(
             bernoulli_sample(splits.train, np.random.default_rng(cfg.seed))
             if splits.dynamic_binarization
             else splits.train
         )
-        if cfg.get("init_from"):  # warm start, or layer-wise pretraining (one more hidden layer)
+        if cfg.init_from:  # warm start, or layer-wise pretraining (one more hidden layer)
             model = pretrain.initialise_from(
-                model, cfg.init_from, init_scale=cfg.model.get("init_scale") or 0.01, seed=cfg.seed
+                model, cfg.init_from, init_scale=cfg.model.options.get("init_scale") or 0.01, seed=cfg.seed
             )
-        train_ordering = build.make_ordering(cfg, splits)
+        train_ordering = build.make_ordering(cfg.ordering, splits)
         graphdef, params = nnx.split(model)
         tx = build.make_checked_optimizer(cfg.optimizer, plan.total_steps, params)
         step_optimizer = make_step_optimizer(cfg.optimizer, plan.total_steps)
@@ -158,10 +167,10 @@ _SHARED_DATA: dict[str, Splits] = {}
 _MAX_SHARED_DATA = 2
 
 
-def shared_data(data_cfg: DictConfig) -> Splits:
+def shared_data(data_cfg: config.DataConfig) -> Splits:
     """``build.load_data(data_cfg)``, loaded once per process and data config; its arrays
     are read-only, so no job can change another's data."""
-    key = json.dumps(OmegaConf.to_container(data_cfg, resolve=True), sort_keys=True, default=str)
+    key = json.dumps(config.to_container(data_cfg), sort_keys=True, default=str)
     splits = _SHARED_DATA.pop(key, None) or _read_only(build.load_data(data_cfg))
     _SHARED_DATA[key] = splits  # newest last
     while len(_SHARED_DATA) > _MAX_SHARED_DATA:
@@ -177,7 +186,7 @@ def _read_only(splits: Splits) -> Splits:
 
 
 def progress_samples(
-    cfg: DictConfig,
+    cfg: config.RunConfig,
     graphdef: nnx.GraphDef[DensityModel],
     splits: Splits,
     train_ordering: jax.Array,
@@ -186,7 +195,7 @@ def progress_samples(
 ) -> Callable[[Any, int], None] | None:
     """The hook that logs a sample grid every ``trainer.samples_every_evals`` evaluations
     (``train/samples``, ``samples/step_<N>.png``), or None when off or the data are not images."""
-    every = cfg.trainer.get("samples_every_evals")
+    every = cfg.trainer.samples_every_evals
     if not every or not cfg.trainer.num_samples or not parallel.is_main():  # every Splits has an image_shape
         return None
 
@@ -208,7 +217,7 @@ def progress_samples(
 
 
 def report_final(
-    cfg: DictConfig,
+    cfg: config.RunConfig,
     model: DensityModel,
     splits: Splits,
     train_ordering: jax.Array,
@@ -218,19 +227,15 @@ def report_final(
 ) -> dict[str, float]:
     """Runs the final evaluation on the best parameters and logs it, with a sample grid."""
     num_orderings = cfg.trainer.num_eval_orderings if model.is_orderless else 0
-    ordering_name = orderings.label(cfg.ordering.kind, cfg.ordering.get("seed", 0))
+    ordering_name = cfg.ordering.label
     # Orderless models are also evaluated (with profiles) on trainer.eval_orderings: the orderings
     # the fixed-order runs of a sweep were trained on.
-    named = (
-        orderings.from_specs(cfg.trainer.get("eval_orderings"), splits.num_inputs, splits.image_shape)
-        if model.is_orderless
-        else {}
-    )
+    named = build.named_orderings(cfg.trainer.eval_orderings, splits) if model.is_orderless else {}
     result = evaluation.final_evaluation(
         model,
         splits,
         train_ordering,
-        num_orderings=num_orderings or 0,
+        num_orderings=num_orderings,
         orderings_seed=cfg.trainer.eval_orderings_seed,
         batch_size=cfg.trainer.eval_batch_size,
         train_ordering_name=ordering_name,
@@ -247,7 +252,7 @@ def report_final(
 
 
 def log_sample_grid(
-    cfg: DictConfig,
+    cfg: config.RunConfig,
     model: DensityModel,
     splits: Splits,
     ordering: jax.Array | None,
@@ -264,7 +269,7 @@ def log_sample_grid(
     samples = model.sample(jax.random.key(cfg.seed + 1), cfg.trainer.num_samples, ordering)
     model_name = _choices().get("model") or type(model).__name__
     title = (
-        f"{model_name} · ordering {orderings.label(cfg.ordering.kind, cfg.ordering.get('seed', 0))}"
+        f"{model_name} · ordering {cfg.ordering.label}"
         f"{' (sampling)' if model.is_orderless else ''} · seed {cfg.seed} · "
         f"{f'best parameters (ran to step {step})' if best else f'step {step}'}"
     )
@@ -290,8 +295,9 @@ def report_finished_run(run_dir: Path, status: dict[str, Any]) -> dict[str, Any]
     return metrics
 
 
-def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
-    """Saves the run's config (what nade-eval rebuilds it from) and Hydra's record, once.
+def save_run_config(cfg: config.RunConfig, run_dir: Path) -> None:
+    """Saves the run's config (what nade-eval rebuilds it from) and Hydra's record, once,
+    all resolved: a run dir holds plain values, no interpolation.
 
     Hydra's own ``.hydra/`` writing is off (``hydra.output_subdir: null``) because it runs
     before the app could check a rerun; this writes the same files after the check.
@@ -299,8 +305,9 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     if not parallel.is_main():  # [distributed] process 0 writes the run files
         return
     run_dir.mkdir(parents=True, exist_ok=True)
+    plain = config.to_container(cfg)
     if not (run_dir / "config.yaml").exists():
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
     record_versions(run_dir)
     try:
         hydra_cfg = HydraConfig.get()
@@ -309,12 +316,28 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     record = run_dir / ".hydra"
     if not (record / "config.yaml").exists():
         record.mkdir(exist_ok=True)
-        OmegaConf.save(cfg, record / "config.yaml")
-        OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), record / "hydra.yaml")
+        (record / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+        (record / "hydra.yaml").write_text(yaml.safe_dump({"hydra": _resolved(hydra_cfg)}, sort_keys=False))
         OmegaConf.save(hydra_cfg.overrides.task, record / "overrides.yaml")
 
 
-def collapse_orderless_sweep(cfg: DictConfig, run_dir: Path) -> None:
+def _resolved(node: Any) -> Any:
+    """Hydra's config as plain values: each interpolation resolved, or null where it cannot be
+    in this mode (``hydra.sweep.*`` of a single run)."""
+    if isinstance(node, DictConfig):
+        values = {}
+        for key in node:
+            try:
+                values[str(key)] = _resolved(node[key])
+            except Exception:  # noqa: BLE001  OmegaConf raises several types for an unresolvable value
+                values[str(key)] = None
+        return values
+    if isinstance(node, ListConfig):
+        return [_resolved(item) for item in node]
+    return node.name if isinstance(node, enum.Enum) else node
+
+
+def collapse_orderless_sweep(cfg: config.RunConfig, run_dir: Path) -> None:
     """In a multirun, raises ``orderless_sweeps.Collapsed`` for an orderless job that only
     changes ``ordering`` (``nade_jax.run.orderless_sweeps``)."""
     name = _sweep_name()
@@ -328,7 +351,7 @@ def collapse_orderless_sweep(cfg: DictConfig, run_dir: Path) -> None:
         run_dir,
         Path(hydra_cfg.sweep.dir),
         hydra_cfg.job.num,
-        _choices().get("model") or cfg.model._target_.rsplit(".", 1)[-1],
+        _choices().get("model") or cfg.model.name,
     )
 
 
@@ -349,7 +372,7 @@ def _sweep_name() -> str | None:
     return None
 
 
-def open_logger(cfg: DictConfig, run_dir: Path, resume_step: int) -> RunLogger:
+def open_logger(cfg: config.RunConfig, run_dir: Path, resume_step: int) -> RunLogger:
     """metrics.jsonl, plus W&B when ``logger.kind=wandb`` (same run id on every attempt)."""
     if not parallel.is_main():  # [distributed] process 0 logs for all
         return distributed.SilentLogger()  # type: ignore[return-value]  # duck-types RunLogger: every call a no-op
@@ -357,14 +380,14 @@ def open_logger(cfg: DictConfig, run_dir: Path, resume_step: int) -> RunLogger:
     if cfg.logger.kind == "wandb":
         choices = _choices()
         names = {group: choices.get(group, "custom") for group in ("model", "data", "ordering", "optimizer")}
-        names["ordering"] = orderings.label(cfg.ordering.kind, cfg.ordering.get("seed", 0))
-        group = cfg.logger.group or cfg.get("experiment_name") or _sweep_name()
-        # A DictConfig's container is a dict with str keys; the library versions go beside it.
-        config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-        config["versions"] = run_versions()
-        config["ordering"]["name"] = names["ordering"]  # group and filter W&B runs by ordering.name (or kind, seed)
+        names["ordering"] = cfg.ordering.label
+        group = cfg.logger.group or cfg.experiment_name or _sweep_name()
+        # The run's config as plain data; the library versions go beside it.
+        record = cast(dict[str, Any], config.to_container(cfg))
+        record["versions"] = run_versions()
+        record["ordering"]["name"] = names["ordering"]  # group and filter W&B runs by ordering.name (or kind, seed)
         wandb_run = start_wandb(
-            config,
+            record,
             run_dir,
             project=cfg.logger.project,
             entity=cfg.logger.entity,
@@ -435,7 +458,14 @@ def multirun_flag(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    """The ``nade-train`` entry point: the Hydra app, multirun when the experiment says so."""
+    """The ``nade-train`` entry point: the Hydra app, multirun when the experiment says so.
+    Command-line keys and values are checked first (one line, before Hydra composes); the
+    composed config is converted once, in ``train``."""
+    try:
+        config.check_overrides(sys.argv[1:], config.RunConfig)
+    except ConfigError as error:
+        print(f"nade-train: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_CODES["failed"])
     sys.argv[1:] = multirun_flag(sys.argv[1:])
     _app()
 

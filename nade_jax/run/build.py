@@ -7,18 +7,24 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import hydra
 import jax
 import optax
 from flax import nnx
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nade_jax import data as data_lib
 from nade_jax import orderings
 from nade_jax.data import Splits
 from nade_jax.models import DensityModel, check_model
 from nade_jax.run.checkpoint import Checkpointer
-from nade_jax.run.config import _require, check_optimizer
+from nade_jax.run.config import (
+    DataConfig,
+    ModelConfig,
+    OptimizerConfig,
+    OrderingConfig,
+    RunConfig,
+    _require,
+    load_run_config,
+)
 from nade_jax.run.errors import ConfigError
 from nade_jax.run.optim import make_optimizer
 from nade_jax.run.state import TrainState, abstract
@@ -39,48 +45,40 @@ DATA_FOR = {
 }
 
 
-def load_data(data_cfg: DictConfig) -> Splits:
+def load_data(data: DataConfig) -> Splits:
     try:
-        return data_lib.load(**{str(name): value for name, value in data_cfg.items()})
-    except TypeError as error:
-        raise ConfigError(f"data: {error}") from None
+        return data_lib.load(data.name, **data.options)
     except ValueError as error:  # the loaders name the data.<field>
         raise ConfigError(str(error)) from None
 
 
-def data_arguments(model_cfg: DictConfig, splits: Splits) -> dict[str, int]:
+def data_arguments(model_cfg: ModelConfig, splits: Splits) -> dict[str, Any]:
     """The model arguments the data decides: ``num_inputs`` always, and ``num_categories``
     where the model config leaves it null (``conf/model/categorical_nade.yaml``), so that
     one config serves every categorical dataset (17 grey levels, 256-level RGB)."""
-    arguments = {"num_inputs": splits.num_inputs}
-    if "num_categories" in model_cfg and model_cfg.num_categories is None:
-        num_categories = splits.num_categories
+    arguments: dict[str, Any] = {"num_inputs": splits.num_inputs}
+    if "num_categories" in model_cfg.options and model_cfg.options["num_categories"] is None:
         _require(
-            num_categories is not None,
-            f"model {str(model_cfg.get('_target_')).rsplit('.', 1)[-1]} needs categorical data, but "
-            f"data={splits.name} is {splits.kind}; use {DATA_FOR['categorical']}, or "
-            f"{MODELS_FOR.get(splits.kind, f'a {splits.kind} model')}",
+            splits.num_categories is not None,
+            f"model {model_cfg.name} needs categorical data, but data={splits.name} is {splits.kind}; use "
+            f"{DATA_FOR['categorical']}, or {MODELS_FOR.get(splits.kind, f'a {splits.kind} model')}",
         )
-        assert num_categories is not None  # _require raised otherwise
-        arguments["num_categories"] = num_categories
+        arguments["num_categories"] = splits.num_categories
     return arguments
 
 
-def build_model(cfg: DictConfig, splits: Splits) -> DensityModel:
-    """Instantiates ``cfg.model`` with the data's arguments injected (``data_arguments``),
-    checks the contract and the pairing.
+def build_model(model_cfg: ModelConfig, splits: Splits, seed: int) -> DensityModel:
+    """Builds the registered class ``model_cfg.name`` with the data's arguments injected
+    (``data_arguments``), checks the contract and the pairing with the data.
 
-    The one place a model is built from a config (training, resume and nade-eval).
+    The one place a model is built from a config (training, resume, init_from and nade-eval):
+    only classes of the registry, never an import path read from a config.
     """
-    target = cfg.model.get("_target_")
-    _require(isinstance(target, str) and bool(target), "model._target_ must name a model class")
     try:
-        model = hydra.utils.instantiate(cfg.model, **data_arguments(cfg.model, splits), rngs=nnx.Rngs(cfg.seed))
-    except hydra.errors.InstantiationException as error:
-        cause = error.__cause__
-        if isinstance(cause, (ValueError, TypeError)):
-            raise ConfigError(f"model: {cause}") from None
-        raise ConfigError(f"model._target_: {str(error).splitlines()[0]}") from None
+        arguments = {**model_cfg.options, **data_arguments(model_cfg, splits)}
+        model = model_cfg.cls(**arguments, rngs=nnx.Rngs(seed))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"model: {shown_error(error)}") from None
     try:
         check_model(model)
     except TypeError as error:
@@ -98,73 +96,44 @@ def build_model(cfg: DictConfig, splits: Splits) -> DensityModel:
     return model
 
 
+def shown_error(error: Exception) -> str:
+    """An error's first line, truncated (it may quote a value read from a run dir)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def validation_baseline_nll(splits: Splits) -> float:
     """The independent baseline's NLL on the validation split (the divergence rule's yardstick:
     training decisions never look at the test split)."""
     return float(data_lib.independent_baseline_nll(dataclasses.replace(splits, test=splits.val)))
 
 
-def make_checked_optimizer(optimizer_cfg: DictConfig, total_steps: int, params: Any) -> optax.GradientTransformation:
+def make_checked_optimizer(
+    optimizer_cfg: OptimizerConfig, total_steps: int, params: Any
+) -> optax.GradientTransformation:
     """``optim.make_optimizer``, with its keyword arguments tried on one abstract update, so
     that a bad value (``optimizer.b1=abc``) fails here naming the group, not mid-training."""
     try:
         tx = make_optimizer(optimizer_cfg, total_steps)
         state = jax.eval_shape(tx.init, params)
         jax.eval_shape(tx.update, params, state, params)
-    except hydra.errors.InstantiationException as error:
-        raise ConfigError(f"optimizer: {error.__cause__ or str(error).splitlines()[0]}") from None
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    except TypeError as error:
-        raise ConfigError(f"optimizer: {str(error).splitlines()[0]}") from None
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"optimizer: {shown_error(error)}") from None
     return tx
 
 
-def make_ordering(cfg: DictConfig, splits: Splits) -> jax.Array:
+def make_ordering(ordering: OrderingConfig, splits: Splits) -> jax.Array:
     """(D,) the training ordering (orderless models: the ordering of the sample grids)."""
-    return orderings.make(
-        cfg.ordering.kind, splits.num_inputs, seed=cfg.ordering.get("seed", 0), image_shape=splits.image_shape
-    )
+    return orderings.make(ordering.kind, splits.num_inputs, seed=ordering.seed, image_shape=splits.image_shape)
+
+
+def named_orderings(specs: list[OrderingConfig], splits: Splits) -> dict[str, jax.Array]:
+    """{label: (D,) ordering} of ``trainer.eval_orderings``."""
+    return {spec.label: make_ordering(spec, splits) for spec in specs}
 
 
 # ---------------------------------------------------------------------------------------
 # Restoring a run dir, which is data and not code.
-
-
-def check_targets(cfg: DictConfig) -> None:
-    """Refuses every ``_target_`` except a DensityModel class of ``nade_jax.models`` at
-    ``model`` and an optax optimizer at ``optimizer``; raises naming the key, before any
-    import of the target.
-    """
-    allowed = {"model._target_": "nade_jax.models.", "optimizer._target_": "optax."}
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, (DictConfig, dict)):
-            for key, value in node.items():
-                walk(value, f"{path}.{key!s}" if path else str(key))
-        elif isinstance(node, (ListConfig, list)):
-            for i, value in enumerate(node):
-                walk(value, f"{path}[{i}]")
-        elif path.endswith("_target_"):
-            prefix = allowed.get(path)
-            ok = (
-                prefix is not None
-                and isinstance(node, str)
-                and node.startswith(prefix)
-                and all(part.isidentifier() for part in node.split("."))
-            )
-            if ok and path == "optimizer._target_":
-                ok = node.count(".") == 1 and callable(getattr(optax, node.split(".")[1], None))
-            if ok and path == "model._target_":
-                cls = hydra.utils.get_class(node)
-                ok = issubclass(cls, DensityModel)
-            _require(
-                ok,
-                f"{path} = {node!r} is not allowed in a run dir's config: a restored run builds only "
-                f"nade_jax.models classes and optax optimizers",
-            )
-
-    walk(OmegaConf.to_container(cfg, resolve=False), "")
 
 
 @dataclasses.dataclass
@@ -173,7 +142,7 @@ class RestoredRun:
 
     model: DensityModel
     splits: Splits
-    cfg: DictConfig
+    cfg: RunConfig
     step: int
     state: TrainState
 
@@ -181,21 +150,13 @@ class RestoredRun:
 def restore_run(run_dir: Path) -> RestoredRun:
     """Rebuilds a run's model (best parameters), data and train state from its run dir.
 
-    Read-only: nothing in ``run_dir`` is written. Falls back past unreadable checkpoints.
+    Read-only: nothing in ``run_dir`` is written. Falls back past unreadable checkpoints. Its config
+    is data (``config.load_run_config``): no interpolation, registered classes only.
     """
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    _require(config_path.is_file(), f"run_dir must be a nade-train run dir holding config.yaml, got {run_dir}")
-    try:
-        cfg = OmegaConf.load(config_path)
-    except Exception as error:  # noqa: BLE001  any unreadable file is one line naming it, not a traceback
-        raise ConfigError(f"run_dir {run_dir}: config.yaml is not readable YAML ({type(error).__name__})") from None
-    if not (isinstance(cfg, DictConfig) and all(k in cfg for k in ("model", "data", "optimizer", "ordering", "seed"))):
-        raise ConfigError(f"run_dir {run_dir}: config.yaml is not a nade-train config")
-    check_targets(cfg)
-    check_optimizer(cfg.optimizer)
+    cfg = load_run_config(run_dir)
     splits = load_data(cfg.data)
-    model = build_model(cfg, splits)
+    model = build_model(cfg.model, splits, cfg.seed)
     graphdef, params = nnx.split(model)
     tx = make_optimizer(cfg.optimizer, 1)
     like = abstract(TrainState.create(params, tx, 0, None))

@@ -31,9 +31,9 @@ from typing import Any
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from omegaconf import DictConfig
 
 from nade_jax.parallel import process_count
+from nade_jax.run.config import DistributedConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,64 +47,14 @@ class DistributedConfigError(ValueError):
     reports it as a config error)."""
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise DistributedConfigError(message)
 
 
-def enabled(dist: DictConfig | None) -> bool:
-    """True when ``dist`` asks for more than the default single process."""
-    return dist is not None and (dist.get("auto") is True or dist.get("coordinator_address") is not None)
-
-
-def check(dist: DictConfig | None) -> None:
-    """Validates the ``distributed`` node; raises one line naming the key."""
-    if dist is None:
-        return
-    auto = dist.get("auto", False)
-    _require(isinstance(auto, bool), f"distributed.auto must be true or false, got {auto!r}")
-    address = dist.get("coordinator_address")
-    if address is not None:
-        host, _, port = str(address).rpartition(":")
-        _require(
-            isinstance(address, str) and bool(host) and port.isdigit() and 1 <= int(port) <= 65535,
-            f"distributed.coordinator_address must be host:port of process 0 (e.g. 127.0.0.1:12345), got {address!r}",
-        )
-    count, index = dist.get("num_processes"), dist.get("process_id")
-    _require(
-        count is None or (_is_int(count) and count >= 1),
-        f"distributed.num_processes must be an integer >= 1 or null, got {count!r}",
-    )
-    _require(
-        index is None or (_is_int(index) and index >= 0),
-        f"distributed.process_id must be an integer >= 0 or null, got {index!r}",
-    )
-    if not auto:
-        explicit = {"coordinator_address": address, "num_processes": count, "process_id": index}
-        given = [key for key, value in explicit.items() if value is not None]
-        missing = [key for key, value in explicit.items() if value is None]
-        _require(
-            not given or not missing,
-            f"distributed.{missing[0] if missing else ''} must be set as well as "
-            f"distributed.{given[0] if given else ''} (an explicit start needs coordinator_address, "
-            f"num_processes and process_id), or set "
-            f"distributed.auto=true to detect them (Slurm, TPU pods, Open MPI)",
-        )
-    if count is not None and index is not None:
-        _require(
-            index < count, f"distributed.process_id must be in [0, {count - 1}] for num_processes={count}, got {index}"
-        )
-    for key in ("initialization_timeout", "heartbeat_timeout", "shutdown_timeout"):
-        value = dist.get(key)
-        _require(_is_int(value) and value >= 1, f"distributed.{key} must be an integer >= 1 (seconds), got {value!r}")
-
-
-def initialize(dist: DictConfig | None) -> None:
-    """Starts JAX's distributed runtime as ``dist`` says; a no-op when it is off.
+def initialize(dist: DistributedConfig) -> None:
+    """Starts JAX's distributed runtime as ``dist`` says (checked by ``DistributedConfig``); a
+    no-op when it is off.
 
     Must run before anything touches a JAX backend. ``auto: true`` passes no addresses, so
     JAX detects Slurm (srun tasks), TPU pod slices and Open MPI; explicit values are passed
@@ -112,20 +62,19 @@ def initialize(dist: DictConfig | None) -> None:
     of a multirun in this interpreter) does nothing; different arguments are refused.
     """
     global _active
-    check(dist)
-    if dist is None or not enabled(dist):
+    if not dist.enabled:
         _require(
             _active is None,
             "distributed: this interpreter already runs distributed; it cannot switch back to one process",
         )
         return
-    arguments = {
-        "coordinator_address": dist.get("coordinator_address"),
-        "num_processes": dist.get("num_processes"),
-        "process_id": dist.get("process_id"),
-        "initialization_timeout": int(dist.initialization_timeout),
-        "heartbeat_timeout_seconds": int(dist.heartbeat_timeout),
-        "shutdown_timeout_seconds": int(dist.shutdown_timeout),
+    arguments: dict[str, Any] = {
+        "coordinator_address": dist.coordinator_address,
+        "num_processes": dist.num_processes,
+        "process_id": dist.process_id,
+        "initialization_timeout": dist.initialization_timeout,
+        "heartbeat_timeout_seconds": dist.heartbeat_timeout,
+        "shutdown_timeout_seconds": dist.shutdown_timeout,
     }
     if _active is not None:
         _require(

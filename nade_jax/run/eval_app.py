@@ -20,14 +20,12 @@ import jax
 import numpy as np
 from omegaconf import DictConfig
 
-from nade_jax import CONFIG_DIR, evaluation, orderings
+from nade_jax import CONFIG_DIR, evaluation
 from nade_jax.run import build, config, dashboard, errors
 from nade_jax.run.errors import RunError
 from nade_jax.run.loggers import run_id_for, start_wandb
 
 log = logging.getLogger(__name__)
-
-KEYS = ("run_dir", "num_orderings", "chunk_size", "batch_size", "num_samples", "seed", "log_to_run")
 
 
 def _fail(message: str) -> None:
@@ -36,20 +34,18 @@ def _fail(message: str) -> None:
 
 
 def check_arguments(argv: list[str]) -> None:
-    """Refuses unknown keys and a missing run_dir in one line, before Hydra composes anything."""
+    """Refuses unknown keys, bad values and a missing or wrong run_dir in one line, before Hydra
+    composes anything (Hydra's output dir is inside run_dir)."""
     if any(arg.startswith(("-h", "--help", "--hydra-help", "--info", "--cfg", "--shell-completion")) for arg in argv):
         return
     overrides = [arg for arg in argv if not arg.startswith("-")]
+    try:
+        config.check_overrides(overrides, config.EvalConfig)
+    except errors.ConfigError as error:
+        _fail(f"{error} (the model, data and ordering come from the run dir)")
     keys = [arg.split("=", 1)[0].lstrip("+~") for arg in overrides]
-    for key in keys:
-        if key not in KEYS and not key.startswith("hydra"):
-            _fail(
-                f"unknown key {key!r}: nade-eval takes {', '.join(KEYS)} (the model, data and ordering come "
-                f"from the run dir)"
-            )
     if "run_dir" not in keys:
         _fail("run_dir is required: nade-eval run_dir=<a nade-train run dir>")
-    # Hydra's output dir is inside run_dir: refuse a wrong run_dir before Hydra creates it.
     for arg in overrides:
         if arg.partition("=")[0].lstrip("+") != "run_dir":
             continue
@@ -72,33 +68,16 @@ def _run_dir_values(arg: str) -> list[str]:
     return [str(v) for v in values]
 
 
-def check_eval_config(cfg: DictConfig) -> None:
-    for key in ("num_orderings", "chunk_size", "batch_size"):
-        value = cfg[key]
-        if not (config.is_int(value) and value >= 1):
-            raise errors.ConfigError(f"{key} must be an integer >= 1, got {value!r}")
-    if not (config.is_int(cfg.num_samples) and cfg.num_samples >= 0):
-        raise errors.ConfigError(f"num_samples must be an integer >= 0, got {cfg.num_samples!r}")
-    if not isinstance(cfg.get("log_to_run", True), bool):
-        raise errors.ConfigError(f"log_to_run must be true or false, got {cfg.log_to_run!r}")
-    if not config.is_int(cfg.seed):
-        raise errors.ConfigError(f"seed must be an integer, got {cfg.seed!r}")
-
-
-def evaluate_run(cfg: DictConfig) -> Path:
-    """Evaluates the run at ``cfg.run_dir``; returns the path of the written JSON."""
-    check_eval_config(cfg)
+def evaluate_run(cfg: config.EvalConfig | DictConfig) -> Path:
+    """Evaluates the run at ``cfg.run_dir``; returns the path of the written JSON. ``cfg``: the
+    typed config, or a composed one (converted here, once)."""
+    if not isinstance(cfg, config.EvalConfig):
+        cfg = config.parse_eval(cfg)
     run_dir = Path(cfg.run_dir)
     run = build.restore_run(run_dir)
-    train_ordering = build.make_ordering(run.cfg, run.splits)
-    ordering_name = orderings.label(run.cfg.ordering.kind, run.cfg.ordering.get("seed", 0))
-    named = (
-        orderings.from_specs(
-            run.cfg.get("trainer", {}).get("eval_orderings"), run.splits.num_inputs, run.splits.image_shape
-        )
-        if run.model.is_orderless
-        else {}
-    )
+    train_ordering = build.make_ordering(run.cfg.ordering, run.splits)
+    ordering_name = run.cfg.ordering.label
+    named = build.named_orderings(run.cfg.trainer.eval_orderings, run.splits) if run.model.is_orderless else {}
     result = evaluation.final_evaluation(
         run.model,
         run.splits,
@@ -139,7 +118,7 @@ def evaluate_run(cfg: DictConfig) -> Path:
         image_shape=run.splits.image_shape,
         file_name=f"eval_K{cfg.num_orderings}_profiles.json",
     )
-    if cfg.get("log_to_run", True):
+    if cfg.log_to_run:
         log_to_wandb_run(run, run_dir, result, cfg.num_orderings)
     log.info("%s  ->  %s", result.line(), out)
     return out
@@ -153,19 +132,19 @@ def log_to_wandb_run(
     summary, the per-ordering and ensemble tables and the profiles (``dashboard``). With no
     API key it logs offline into the run dir, like training; a run trained with
     ``logger=none`` is left alone."""
-    logger_cfg = run.cfg.get("logger") or {}
-    if logger_cfg.get("kind") != "wandb":
+    logger_cfg = run.cfg.logger
+    if logger_cfg.kind != "wandb":
         return
     wandb_run = start_wandb(
         None,
         run_dir,
-        project=logger_cfg.get("project", "nade_jax"),
-        entity=logger_cfg.get("entity"),
+        project=logger_cfg.project,
+        entity=logger_cfg.entity,
         group=None,
         name=None,
         job_type=None,
         tags=[],
-        mode=logger_cfg.get("mode"),
+        mode=logger_cfg.mode,
         run_id=run_id_for(run_dir),
     )
     if wandb_run is None:

@@ -13,14 +13,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from nade_jax import parallel, steps
 from nade_jax.data import Splits
 from nade_jax.data.preprocess import dynamic_binarize
 from nade_jax.run.checkpoint import Checkpointer
-from nade_jax.run.config import TrainingPlan
+from nade_jax.run.config import DivergenceConfig, RunConfig, TrainingPlan
 from nade_jax.run.errors import Diverged
 from nade_jax.run.loggers import RunLogger
 from nade_jax.run.state import TrainState, as_arrays
@@ -45,7 +44,9 @@ def _all_finite(tree: Any) -> bool:
     return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
 
 
-def divergence_reason(val_nll: float, state: TrainState, baseline: float, rule: DictConfig) -> tuple[str | None, int]:
+def divergence_reason(
+    val_nll: float, state: TrainState, baseline: float, rule: DivergenceConfig
+) -> tuple[str | None, int]:
     """Applies the divergence rule to one validation NLL; returns (reason or None, new count).
 
     "Far above": val NLL > baseline + max_excess * |baseline| (max_excess 1 = twice a positive
@@ -56,14 +57,14 @@ def divergence_reason(val_nll: float, state: TrainState, baseline: float, rule: 
     if not math.isfinite(val_nll):
         return f"validation NLL became {val_nll}", int(state.evals_far_above)
     best = state.best_val_nll
-    if rule.get("max_rise") is not None and math.isfinite(best) and val_nll - best > rule.max_rise * scale:
+    if rule.max_rise is not None and math.isfinite(best) and val_nll - best > rule.max_rise * scale:
         return (
             f"validation NLL {val_nll:.4g} rose more than {rule.max_rise:g} x |baseline| above the best {best:.4g}",
             int(state.evals_far_above),
         )
-    far = rule.get("max_excess") is not None and val_nll > baseline + rule.max_excess * scale
+    far = rule.max_excess is not None and val_nll > baseline + rule.max_excess * scale
     count = int(state.evals_far_above) + 1 if far else 0
-    if far and count >= rule.get("patience", 1):
+    if far and count >= rule.patience:
         return (
             f"validation NLL {val_nll:.4g} stayed above baseline {baseline:.4g} + {rule.max_excess:g} x "
             f"|baseline| for {count} evaluations",
@@ -73,7 +74,7 @@ def divergence_reason(val_nll: float, state: TrainState, baseline: float, rule: 
 
 
 def training_loop(
-    cfg: DictConfig,
+    cfg: RunConfig,
     plan: TrainingPlan,
     splits: Splits,
     state: TrainState,

@@ -1,30 +1,30 @@
-"""Optimizers from the ``optimizer/`` configs: an optax transform with a learning-rate schedule."""
+"""Optimizers from ``OptimizerConfig``: an optax constructor, its learning rate in the
+optimizer state (``optax.inject_hyperparams``) with a schedule, and optional clipping.
+
+The learning rate is a value of the state, not a constant of the compiled step: the jobs
+of a learning-rate sweep share one trace of the train step (``steps.make_train_step``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
 from typing import Any
 
-import hydra.utils
 import jax
 import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
 from nade_jax import steps
+from nade_jax.run.config import OptimizerConfig, to_container
 
-SCHEDULES = ("constant", "linear_decay")
 
-
-def make_schedule(kind: str, learning_rate: ArrayLike, total_steps: int) -> optax.Schedule:
-    """``constant`` or ``linear_decay`` from ``learning_rate`` to 0 at ``total_steps`` (as DeepNADE)."""
-    if kind not in SCHEDULES:
-        raise ValueError(f"optimizer.schedule must be one of {list(SCHEDULES)}, got {kind!r}")
-    if isinstance(learning_rate, (int, float)) and not learning_rate > 0:  # not when traced (steps.Optimizer)
-        raise ValueError(f"optimizer.learning_rate must be > 0, got {learning_rate!r}")
+def schedule_factor(kind: str, total_steps: int) -> optax.Schedule | None:
+    """The learning rate's multiplier at each update: None for ``constant``; ``linear_decay``
+    goes from 1 to 0 at ``total_steps`` (as DeepNADE), as ``optax.linear_schedule`` computes it."""
     if kind == "constant":
-        return optax.constant_schedule(learning_rate)
-    return optax.linear_schedule(learning_rate, 0.0, transition_steps=max(total_steps, 1))
+        return None
+    return optax.linear_schedule(1.0, 0.0, transition_steps=max(total_steps, 1))
 
 
 def momentum_warmup(momentum: float, warmup_steps: int) -> optax.Schedule:
@@ -41,47 +41,57 @@ def momentum_warmup(momentum: float, warmup_steps: int) -> optax.Schedule:
     return schedule
 
 
-def make_optimizer(config: Mapping[str, Any], total_steps: int) -> optax.GradientTransformation:
-    """Instantiates ``config`` (``_target_`` an optax optimizer factory, ``_partial_: true``).
-
-    The keys ``learning_rate``, ``schedule``, ``clip_norm`` and ``momentum_warmup_steps``
-    are consumed here; every other key goes to the optax factory, so a new optimizer is one
-    yaml file. ``momentum_warmup_steps: N`` (> 0) holds the factory's ``momentum`` at 0 for
-    the first N updates (``momentum_warmup``).
-    """
-    config = dict(config)
-    schedule = make_schedule(config.pop("schedule", "constant"), config.pop("learning_rate"), total_steps)
-    clip_norm = config.pop("clip_norm", None)
-    warmup_steps = config.pop("momentum_warmup_steps", 0) or 0
-    factory = hydra.utils.instantiate(config)
-    if warmup_steps:
-        momentum = factory.keywords.get("momentum")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"optimizer.momentum_warmup_steps must be an integer >= 0, got {warmup_steps!r}")
-        if not (isinstance(momentum, (int, float)) and 0 < momentum < 1):
-            raise ValueError(
-                "optimizer.momentum_warmup_steps needs an optimizer with optimizer.momentum in (0, 1), "
-                f"got {momentum!r}"
-            )
-        keywords = {**factory.keywords, "momentum": momentum_warmup(momentum, warmup_steps)}
-        static = tuple(k for k, v in keywords.items() if isinstance(v, bool) or v is None)
-        transform = optax.inject_hyperparams(factory.func, static_args=static)(learning_rate=schedule, **keywords)
+def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+    """The optax transform of ``config``, for a run of ``total_steps`` updates."""
+    factory = config.factory
+    factor = schedule_factor(config.schedule, total_steps)
+    keywords: dict[str, Any] = dict(config.options)
+    if config.momentum_warmup_steps:
+        keywords["momentum"] = momentum_warmup(keywords["momentum"], config.momentum_warmup_steps)
+    if not config.learning_rate_in_state:  # a run saved before the upgrade resumes with its state's structure
+        transform = _legacy(config, factory, total_steps, keywords)
     else:
-        transform = factory(learning_rate=schedule)
-    if clip_norm is not None:
-        if not clip_norm > 0:
-            raise ValueError(f"optimizer.clip_norm must be > 0 or null, got {clip_norm!r}")
-        transform = optax.chain(optax.clip_by_global_norm(clip_norm), transform)
+
+        def scheduled(learning_rate: jax.Array, **kwargs: Any) -> optax.GradientTransformation:
+            rate = learning_rate if factor is None else lambda count: learning_rate * factor(count)
+            return factory(learning_rate=rate, **kwargs)
+
+        scheduled.__signature__ = inspect.signature(factory)  # type: ignore[attr-defined]  # inject_hyperparams binds by it
+
+        static = tuple(k for k, v in keywords.items() if isinstance(v, (bool, str)) or v is None)
+        transform = optax.inject_hyperparams(scheduled, static_args=static)(
+            learning_rate=config.learning_rate, **keywords
+        )
+    if config.clip_norm is not None:
+        transform = optax.chain(optax.clip_by_global_norm(config.clip_norm), transform)
     return transform
 
 
-def make_step_optimizer(config: Mapping[str, Any], total_steps: int) -> steps.Optimizer:
-    """``make_optimizer`` as a function of the learning rate (``steps.Optimizer``): jobs whose
-    optimizer configs differ only in ``learning_rate`` share one compiled train step."""
-    rest = {str(name): value for name, value in config.items() if name != "learning_rate"}
-    schedule_length = None if rest.get("schedule", "constant") == "constant" else total_steps
+def _legacy(
+    config: OptimizerConfig, factory: Any, total_steps: int, keywords: dict[str, Any]
+) -> optax.GradientTransformation:
+    """The transform of configs saved before the registry (``_target_: optax.X``)."""
+    if config.schedule == "constant":
+        schedule = optax.constant_schedule(config.learning_rate)
+    else:
+        schedule = optax.linear_schedule(config.learning_rate, 0.0, transition_steps=max(total_steps, 1))
+    if config.momentum_warmup_steps:
+        static = tuple(k for k, v in keywords.items() if isinstance(v, bool) or v is None)
+        return optax.inject_hyperparams(factory, static_args=static)(learning_rate=schedule, **keywords)
+    return factory(learning_rate=schedule, **keywords)
+
+
+def make_step_optimizer(config: OptimizerConfig, total_steps: int) -> steps.Optimizer:
+    """``make_optimizer`` for ``steps.make_train_step``'s cache: jobs whose optimizer configs differ
+    only in the learning rate share one compiled train step, since the rate is a value of the
+    optimizer state (runs saved before that keep the rate in the step's key)."""
+    transform = make_optimizer(config, total_steps)
+    fields = dict(to_container(config))
+    if config.learning_rate_in_state:
+        fields.pop("learning_rate")
+    schedule_length = None if config.schedule == "constant" else total_steps
     return steps.Optimizer(
-        build=lambda learning_rate: make_optimizer({**rest, "learning_rate": learning_rate}, total_steps),
-        learning_rate=float(config["learning_rate"]),
-        structure=(repr(sorted(rest.items())), schedule_length),
+        build=lambda _rate: transform,  # the rate lives in the state the step is given
+        learning_rate=config.learning_rate,
+        structure=(repr(sorted(fields.items())), schedule_length),
     )

@@ -15,11 +15,9 @@ import json
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
-from nade_jax import orderings
+from nade_jax.run import config
+from nade_jax.run.config import RunConfig
 from nade_jax.run.errors import RunError
-from nade_jax.run.rundir import REPORTING_KEYS, _flatten
 
 
 class Collapsed(RunError):
@@ -28,24 +26,19 @@ class Collapsed(RunError):
     status = "skipped"
 
 
-def _settings_key(cfg: DictConfig) -> str:
+def _settings_key(cfg: RunConfig) -> str:
     """A hash of every defining key except ``ordering``."""
-    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    kept = {
-        k: v
-        for k, v in flat.items()
-        if not k.startswith("ordering.") and not any(k == r or k.startswith(r + ".") for r in REPORTING_KEYS)
-    }
+    kept = {k: v for k, v in config.defining_items(cfg).items() if not k.startswith("ordering.")}
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def claim(cfg: DictConfig, run_dir: Path, sweep_dir: Path, job_num: int, model_name: str) -> None:
+def claim(cfg: RunConfig, run_dir: Path, sweep_dir: Path, job_num: int, model_name: str) -> None:
     """Claims this orderless model's settings for ``run_dir``, or raises ``Collapsed`` naming
     the job that holds them. A rerun of the claiming job (same run dir) keeps its claim."""
     claims = Path(sweep_dir) / ".orderless"
     claims.mkdir(parents=True, exist_ok=True)
     path = claims / f"{_settings_key(cfg)}.json"
-    label = orderings.label(cfg.ordering.kind, cfg.ordering.get("seed", 0))
+    label = cfg.ordering.label
     record = {"job": int(job_num), "dir": str(run_dir), "ordering": label}
     try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

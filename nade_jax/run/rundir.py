@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -10,71 +11,45 @@ from typing import Any
 
 import hydra
 from hydra.conf import HydraConf
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nade_jax import parallel
+from nade_jax.run import config
+from nade_jax.run.config import RunConfig
 from nade_jax.run.errors import RunDirMismatch
 
-# Run-dir integrity: a rerun must be the same run.
-
-# Keys that only change what is reported or how, never the trained parameters: they may
-# differ between the attempts of one run. Every other key defines the run.
-REPORTING_KEYS = (
-    "experiment_name",
-    "logger",
-    "trainer.num_eval_orderings",
-    "trainer.eval_orderings_seed",
-    "trainer.num_samples",
-    "trainer.progress",
-    "trainer.compile_cache",
-    "trainer.log_every",
-    "trainer.eval_batch_size",
-    "trainer.checkpoint_every",
-    "trainer.keep_checkpoints",
-    "trainer.devices",
-    "trainer.eval_orderings",
-    "trainer.samples_every_evals",
-    "distributed",  # 1 device, N devices and N processes train the same model
-)
+# Run-dir integrity: a rerun must be the same run. What defines a run is one definition:
+# ``config.defining_items`` (every field not marked ``reporting_field``).
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        items: dict[str, Any] = {}
-        for key, value in tree.items():
-            items.update(_flatten(value, f"{prefix}{key}."))
-        return items
-    return {prefix[:-1]: tree}
-
-
-def _is_reporting(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in REPORTING_KEYS)
-
-
-def defining_differences(requested: DictConfig, saved: DictConfig | ListConfig) -> list[str]:
+def defining_differences(requested: RunConfig, saved: RunConfig) -> list[str]:
     """The defining keys whose values differ, as ``key (saved A, requested B)``."""
-    new = _flatten(OmegaConf.to_container(requested, resolve=True))
-    old = _flatten(OmegaConf.to_container(saved, resolve=True))
+    new, old = config.defining_items(requested), config.defining_items(saved)
     missing = object()
     return [
         f"{key} (saved {old.get(key, '<absent>')!r}, requested {new.get(key, '<absent>')!r})"
         for key in sorted(set(new) | set(old))
-        if not _is_reporting(key) and new.get(key, missing) != old.get(key, missing)
+        if new.get(key, missing) != old.get(key, missing)
     ]
 
 
-def check_rerun(cfg: DictConfig, run_dir: Path) -> None:
-    """Refuses a rerun into ``run_dir`` whose defining keys differ from the saved run's."""
+def check_rerun(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """Refuses a rerun into ``run_dir`` whose defining keys differ from the saved run's; returns
+    ``cfg`` as the saved run trains it (a run saved before the learning rate moved into the
+    optimizer state resumes with its checkpoints' structure). Keys added since the run was saved
+    take their defaults, so they are no mismatch."""
     saved_path = Path(run_dir) / "config.yaml"
     if not saved_path.exists():
-        return
-    differences = defining_differences(cfg, OmegaConf.load(saved_path))
+        return cfg
+    saved = config.load_run_config(Path(run_dir))
+    differences = defining_differences(cfg, saved)
     if differences:
         shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
         raise RunDirMismatch(
             f"hydra.run.dir {run_dir} holds a different run: {shown}. Nothing was changed; rerun with the saved "
             f"values (see {saved_path}) or choose another hydra.run.dir"
         )
+    optimizer = dataclasses.replace(cfg.optimizer, learning_rate_in_state=saved.optimizer.learning_rate_in_state)
+    return dataclasses.replace(cfg, optimizer=optimizer)
 
 
 # ---------------------------------------------------------------------------------------
