@@ -305,22 +305,23 @@ def test_runner_takes_num_categories_from_the_data():
 
     from nade_jax import CONFIG_DIR
     from nade_jax.run import build, errors
+    from nade_jax.run.config import parse_run
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for data, categories in (("digits_levels", 17), ("rgb_patches", 256)):
             for model in ("categorical_nade", "categorical_markov"):
-                cfg = compose("config", overrides=[f"model={model}", f"data={data}", "ordering=pixel_rgb"])
-                if model == "categorical_nade":
-                    cfg.model.num_hidden = 4
+                small = ["model.num_hidden=4"] if model == "categorical_nade" else []
+                overrides = [f"model={model}", f"data={data}", "ordering=pixel_rgb", *small]
+                cfg = parse_run(compose("config", overrides=overrides))
                 splits = build.load_data(cfg.data)
-                built = build.build_model(cfg, splits)
+                built = build.build_model(cfg.model, splits, cfg.seed)
                 assert built.num_categories == categories
                 assert built.data_kind == "categorical"
-                ordering = build.make_ordering(cfg, splits)
+                ordering = build.make_ordering(cfg.ordering, splits)
                 np.testing.assert_array_equal(ordering, np.arange(splits.num_inputs))
-        cfg = compose("config", overrides=["model=categorical_markov", "data=digits_real"])
+        cfg = parse_run(compose("config", overrides=["model=categorical_markov", "data=digits_real"]))
         with pytest.raises(errors.ConfigError, match="needs categorical data, but data=digits_real is real"):
-            build.build_model(cfg, build.load_data(cfg.data))
+            build.build_model(cfg.model, build.load_data(cfg.data), cfg.seed)
 
 
 def test_colour_sample_grid_draws_the_channels(tmp_path):
