@@ -1,7 +1,7 @@
 """Per-position log-likelihood profiles: where along an ordering the likelihood is lost.
 
 Under an ordering o, log p(x) = Σ_d log p(x_{o_d} | x_{o_<d}). Every model computes those D
-terms in the pass that ``log_prob`` sums (``DensityModel._log_prob_terms``); this module is
+terms in the pass that ``log_prob`` sums (``DensityModel.log_prob_terms``); this module is
 their checked, compiled entry point and the evaluation helpers built on it.
 
     terms = per_position_log_prob(model, x, ordering)       # (B, D), ordering order
@@ -29,7 +29,7 @@ from nade_jax.models.base import DensityModel, _check_arguments
 def _terms(
     graphdef: nnx.GraphDef[DensityModel], state: nnx.State[Any, Any], x: jax.Array, ordering: jax.Array | None
 ) -> jax.Array:
-    return nnx.merge(graphdef, state)._log_prob_terms(x, ordering)
+    return nnx.merge(graphdef, state).log_prob_terms(x, ordering)
 
 
 def per_position_log_prob(model: DensityModel, x: ArrayLike, ordering: ArrayLike | None = None) -> jax.Array:
@@ -57,7 +57,7 @@ def _batch_profiles(
     model = nnx.merge(graphdef, state)
 
     def one(ordering: jax.Array) -> tuple[jax.Array, jax.Array]:
-        terms = model._log_prob_terms(x, ordering)  # (B, D)
+        terms = model.log_prob_terms(x, ordering)  # (B, D)
         return terms.sum(axis=1), terms.sum(axis=0)
 
     return jax.lax.map(one, orderings, batch_size=min(chunk_size, orderings.shape[0]))

@@ -72,12 +72,16 @@ def test_declares_the_contract(case):
 def test_check_model_names_the_missing_piece():
     class NoKind:
         num_inputs = 3
-        log_prob = sample = loss = init_from_data = lambda *args: None
+        log_prob = log_prob_terms = sample = loss = init_from_data = lambda *args: None
 
     with pytest.raises(TypeError, match="must set data_kind to one of"):
         check_model(NoKind())
     del NoKind.loss
     with pytest.raises(TypeError, match=r"lacks the method loss\(\)"):
+        check_model(NoKind())
+    NoKind.loss = NoKind.log_prob
+    del NoKind.log_prob_terms  # the per-position terms are part of the contract (profiles need them)
+    with pytest.raises(TypeError, match=r"lacks the method log_prob_terms\(\)"):
         check_model(NoKind())
 
 

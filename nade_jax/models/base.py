@@ -172,14 +172,13 @@ class DensityModel(nnx.Module, abc.ABC):
     def init_from_data(self, x: ArrayLike) -> None:
         """Data-dependent initialisation (e.g. output biases from marginals); x (N, D) numpy."""
 
-    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+    @abc.abstractmethod
+    def log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
         """(B, D) the per-position terms log p(x_{o_d} | x_{o_<d}), d = 1 … D in ordering
-        order, that ``log_prob`` sums: the same pass, not a second one. Every model here
-        implements it; ``nade_jax.profiles.per_position_log_prob`` is its checked, compiled
-        entry point."""
-        raise NotImplementedError(
-            f"{type(self).__name__} does not expose its per-position log-probabilities (implement _log_prob_terms)"
-        )
+        order, that ``log_prob`` sums: the same pass, not a second one (per-position profiles,
+        ``nade_jax.profiles.per_position_log_prob``, are its checked, compiled entry point).
+        ``log_prob_terms(x, o).sum(1) == log_prob(x, o)``: the generic suite checks it for
+        every model."""
 
     def evaluation_orderings(self, num_orderings: int) -> jax.Array | None:
         """(K, D) the orderings an orderless model should be evaluated and ensembled under,
@@ -190,7 +189,7 @@ class DensityModel(nnx.Module, abc.ABC):
         return None
 
 
-REQUIRED_METHODS = ("log_prob", "sample", "loss", "init_from_data")
+REQUIRED_METHODS = ("log_prob", "log_prob_terms", "sample", "loss", "init_from_data")
 
 
 def check_model(model: object) -> None:

@@ -74,9 +74,9 @@ class FVSBN(DensityModel):
 
     def log_prob(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
         """Exact log p(x) (B,) of x (B, D) under ``ordering`` (None: the identity)."""
-        return self._log_prob_terms(x, ordering).sum(axis=1)
+        return self.log_prob_terms(x, ordering).sum(axis=1)
 
-    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+    def log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
         """(B, D) log p(x_{o_d} | x_{o_<d}) in ordering order."""
         x = as_batch(x, self.num_inputs, self._dtype())
         ordering = as_ordering(ordering, self.num_inputs)

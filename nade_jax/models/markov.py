@@ -49,7 +49,7 @@ class _Chain(DensityModel):
 
     def log_prob(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
         """Exact log p(x) (B,) of x (B, D) under ``ordering`` (None: the identity)."""
-        return self._log_prob_terms(x, ordering).sum(axis=1)
+        return self.log_prob_terms(x, ordering).sum(axis=1)
 
     def loss(self, x: jax.Array, key: jax.Array | None = None, ordering: jax.Array | None = None) -> jax.Array:
         """Mean NLL of x (B, D) under ``ordering``; ``key`` is unused."""
@@ -78,7 +78,7 @@ class MarkovChain(_Chain):
         self.b = nnx.Param(jnp.zeros((self.num_inputs,), param_dtype))
         self.w = nnx.Param(jnp.zeros((self.num_inputs,), param_dtype))
 
-    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+    def log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
         """(B, D) log p(x_{o_d} | x_{o_{d-1}}) in ordering order."""
         x = as_batch(x, self.num_inputs, self._dtype())
         ordering = as_ordering(ordering, self.num_inputs)
@@ -155,7 +155,7 @@ class CategoricalMarkovChain(_Chain):
         self.b = nnx.Param(jnp.zeros((D, Q), param_dtype))
         self.T = nnx.Param(jnp.zeros((D, Q, Q), param_dtype))
 
-    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+    def log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
         """(B, D) log p(x_{o_d} | x_{o_{d-1}}) in ordering order."""
         x = as_batch(x, self.num_inputs, self._dtype())
         ordering = as_ordering(ordering, self.num_inputs)

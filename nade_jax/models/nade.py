@@ -297,9 +297,9 @@ class SharedWeightNADE(DensityModel):
         Returns:
           (B,) log-probabilities (log-densities for real-valued heads).
         """
-        return self._log_prob_terms(x, ordering).sum(axis=1)
+        return self.log_prob_terms(x, ordering).sum(axis=1)
 
-    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+    def log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
         """(B, D) log p(x_{o_d} | x_{o_<d}) in ordering order: the engine's per-step outputs
         before ``log_prob`` sums them."""
         if self.engine == "autodiff":

@@ -231,9 +231,9 @@ class OrderlessNADE(DensityModel):
         Returns:
           (B,) log-probabilities (log-densities for the MoG head).
         """
-        return self._log_prob_terms(x, ordering).sum(axis=1)
+        return self.log_prob_terms(x, ordering).sum(axis=1)
 
-    def _log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
+    def log_prob_terms(self, x: jax.Array, ordering: jax.Array | None = None) -> jax.Array:
         """(B, D) log p(x_{o_d} | x_{o_<d}) in ordering order, the terms ``log_prob`` sums
         (the incremental pass it documents)."""
         x = as_batch(x, self.num_inputs, self._dtype())
