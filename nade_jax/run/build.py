@@ -164,11 +164,14 @@ def restore_run(run_dir: Path) -> RestoredRun:
 
     Read-only: nothing in ``run_dir`` is written. Falls back past unreadable checkpoints.
     """
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    _require(config_path.is_file(), f"run_dir must be a nade-train run dir holding config.yaml, got {run_dir}")
+    from nade_jax.run.rundir import CONFIG_FILE, RunDir, quote
+
+    run = RunDir(run_dir)
+    run_dir = run.path
+    text = run.read_text(CONFIG_FILE)  # the run dir's owner: never through a link
+    _require(text is not None, f"run_dir must be a nade-train run dir holding config.yaml, got {quote(run_dir)}")
     try:
-        cfg = OmegaConf.load(config_path)
+        cfg = OmegaConf.create(text)
     except Exception as error:  # noqa: BLE001  any unreadable file is one line naming it, not a traceback
         raise ConfigError(f"run_dir {run_dir}: config.yaml is not readable YAML ({type(error).__name__})") from None
     if not (isinstance(cfg, DictConfig) and all(k in cfg for k in ("model", "data", "optimizer", "ordering", "seed"))):
