@@ -35,6 +35,7 @@ from nade_jax.run.state import TrainState, abstract
 from nade_jax.run.versions import library_versions, record_versions
 
 log = logging.getLogger(__name__)
+rundir.register_resolvers()  # ${nade_unique:} in conf/config.yaml's hydra.run.dir
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -260,12 +261,12 @@ def report_finished_run(run: RunDir, status: dict[str, Any], metrics: dict[str, 
     baseline = rundir.as_float(metrics.get(rundir.TEST_BASELINE_NLL))
     log.info(
         "the run in %s already finished at step %s: test NLL %s nats (independent baseline %s); nothing "
-        "to do. To evaluate it again: nade-eval run_dir=%s",
+        "to do. To evaluate it again: nade-eval %s",
         run.path,
         metrics.get(rundir.TRAIN_STEPS),
         "?" if test_nll is None else f"{test_nll:.3f}",
         "?" if baseline is None else f"{baseline:.3f}",
-        rundir.quote(run.path),
+        rundir.override("run_dir", run.path),
     )
     return metrics
 
@@ -415,7 +416,7 @@ def resume_command(hydra_cfg: Any, multirun: bool) -> str:
     kept = [a for a in sys.argv[1:] if not a.startswith((f"{key}=", "hydra.run.dir=", "hydra.sweep.dir="))]
     if multirun and not any(a in ("-m", "--multirun") for a in kept):
         kept.insert(0, "-m")
-    return shlex.join(["nade-train", *kept, f"{key}={Path(directory).absolute()}"])
+    return " ".join([shlex.join(["nade-train", *kept]), rundir.override(key, Path(directory).absolute())])
 
 
 def multirun_flag(argv: list[str]) -> list[str]:

@@ -149,8 +149,10 @@ class RunLogger:
             self.wandb_run.log(dashboard.wandb_payload(profiles, image_shape, self.run_dir, prefix), step=int(step))
 
     def log_image(self, name: str, path: Path, step: int) -> None:
-        """Records a saved PNG (its path in jsonl, a ``wandb.Image`` in W&B)."""
-        self._file.write(json.dumps({"step": int(step), name: str(path)}) + "\n")
+        """Records a saved PNG (in jsonl its path relative to the run dir, which may move; a
+        ``wandb.Image`` in W&B)."""
+        shown = Path(path).relative_to(self.run_dir) if Path(path).is_relative_to(self.run_dir) else path
+        self._file.write(json.dumps({"step": int(step), name: str(shown)}) + "\n")
         if self.wandb_run is not None:
             import wandb
 

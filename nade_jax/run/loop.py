@@ -120,16 +120,20 @@ class StopSignals:
         self.received = signum
         log.info("nade-train: got %s; stopping after this step", signal.Signals(signum).name)
 
-    def check(self, step: int, checkpointer: Checkpointer, state: TrainState | None = None) -> None:
-        """Raises ``Preempted`` when a signal came: first saves ``state`` at ``step`` (unless
-        None: already saved) and waits until the checkpoint is complete."""
+    def check(self, step: int, checkpointer: Checkpointer, state: TrainState | None = None, saved: bool = True) -> None:
+        """Raises ``Preempted`` when a signal came, after the checkpoint of ``step`` is complete:
+        ``state`` is saved first unless ``saved`` (the loop saved it at this step, or it is the
+        step the run started from)."""
         if self.received is None:
             return
-        if state is not None and _all_finite(state.params):
+        if not saved and state is not None and _all_finite(state.params):
             checkpointer.save(step, state)
         checkpointer.manager.wait_until_finished()
-        error = Preempted(f"{signal.Signals(self.received).name} at step {step}; checkpoint saved")
-        error.status = STOP_SIGNALS.get(signal.Signals(self.received), "preempted")
+        name = signal.Signals(self.received).name
+        error = Preempted(
+            f"{name} at step {step}" + (", whose checkpoint is saved" if step else ", before any training")
+        )
+        error.status = STOP_SIGNALS.get(self.received, "preempted")
         error.signum = self.received
         raise error
 
@@ -237,5 +241,5 @@ def training_loop(
                     "early stopping at step %d: no validation improvement in %s evaluations", done, trainer.patience
                 )
                 break
-            stop_signals.check(done, checkpointer, None if saved else state)
+            stop_signals.check(done, checkpointer, state, saved)
     return state

@@ -141,6 +141,31 @@ def quote(path: Path | str) -> str:
     return shlex.quote(str(path))
 
 
+def override(key: str, path: Path | str) -> str:
+    """``key=path`` as a Hydra override pasted into a shell: quoted for Hydra (whose grammar
+    reads ``=`` and ``,`` in a sweep dir's name as syntax) and then for the shell."""
+    value = str(path)
+    if not value.replace("/", "").replace("-", "").replace("_", "").replace(".", "").isalnum():
+        value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    argument = f"{key}={value}"
+    if shlex.quote(argument) != argument and not set('"$`\\!').intersection(argument):
+        return f'"{argument}"'  # reads better than shlex's quoting of the inner single quotes
+    return shlex.quote(argument)
+
+
+def unique_suffix() -> str:
+    """The ``${nade_unique:}`` of the default ``hydra.run.dir``: the pid and 4 random hex digits,
+    so that two jobs started in the same second (on one host or several) get different dirs."""
+    return f"{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def register_resolvers() -> None:
+    """Registers ``${nade_unique:}`` (cached: one value per composed config)."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("nade_unique", unique_suffix, use_cache=True, replace=True)
+
+
 # ---------------------------------------------------------------------------------------
 # The metric keys: the one definition that the logger, nade-eval and the report use.
 
