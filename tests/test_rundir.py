@@ -289,6 +289,7 @@ SIGNAL_ARGS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "status", "code"), [(signal.SIGTERM, "preempted", 75), (signal.SIGINT, "interrupted", 130)]
 )

@@ -33,6 +33,7 @@ from jax.typing import ArrayLike
 
 from nade_jax.report import plots
 from nade_jax.report.dashboard import PROFILES_FILE, heat_maps
+from nade_jax.run.rundir import RunDir
 
 SKIP_DIRS = {"checkpoints", "wandb", "report", "samples", ".hydra", ".jobs", ".orderless", "eval", "eval_sweep"}
 # Overrides that do not make a model distinct (they are the seed, the ordering, or bookkeeping).
@@ -74,21 +75,30 @@ class Run:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    """A JSON object from a run dir's file (through the run dir's owner: no links; a malformed
+    file is one warning line), or None."""
+    return RunDir(path.parent).read_json(path.name)
 
 
-def _read_metrics(path: Path) -> dict[str, Any]:
+def _read_metrics(run_dir: Path) -> dict[str, Any]:
     latest: dict[str, Any] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                latest.update(json.loads(line))
-            except ValueError:  # a line cut short by a kill
-                continue
+    for row in RunDir(run_dir).read_metrics():
+        latest.update(row)
     return latest
+
+
+def _read_yaml(run_dir: Path, relative: str, kind: type = dict) -> Any:
+    """A YAML file of a run dir as ``kind`` (empty when absent, malformed or of another type)."""
+    text = RunDir(run_dir).read_text(relative)
+    try:
+        value = yaml.safe_load(text) if text is not None else None
+    except yaml.YAMLError:
+        value = None
+    return value if isinstance(value, kind) else kind()
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _label(kind: str, seed: object) -> str:
@@ -98,26 +108,18 @@ def _label(kind: str, seed: object) -> str:
 
 
 def _overrides(run_dir: Path) -> list[str]:
-    data = None
-    path = run_dir / ".hydra" / "overrides.yaml"
-    if path.exists():
-        data = yaml.safe_load(path.read_text())
-    return [str(o) for o in data or []]
+    return [str(o) for o in _read_yaml(run_dir, ".hydra/overrides.yaml", list)]
 
 
 def read_run(run_dir: Path, job_records: dict[str, dict[str, Any]] | None = None) -> Run:
     """One run: its config and choices, status (status.json, else the sweep's job record,
     else inferred from metrics.jsonl), last value of every metric and profiles."""
     run_dir = Path(run_dir)
-    config: dict[str, Any] = {}
-    if (run_dir / "config.yaml").exists():
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    choices: dict[str, Any] = {}
-    if (run_dir / ".hydra" / "hydra.yaml").exists():
-        hydra_cfg = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}
-        choices = hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices", {}) or {}
-    metrics = _read_metrics(run_dir / "metrics.jsonl")
-    status = _read_json(run_dir / "status.json") or (job_records or {}).get(str(run_dir.resolve())) or {}
+    config = _read_yaml(run_dir, "config.yaml")
+    hydra_cfg = _read_yaml(run_dir, ".hydra/hydra.yaml")
+    choices = _mapping(_mapping(_mapping(hydra_cfg.get("hydra")).get("runtime")).get("choices"))
+    metrics = _read_metrics(run_dir)
+    status = RunDir(run_dir).read_status() or (job_records or {}).get(str(run_dir.resolve())) or {}
     state, reason = status.get("status"), status.get("reason")
     if state is None:  # no status.json (an older run, or one killed before writing it)
         if "test/nll" in metrics:
@@ -128,15 +130,15 @@ def read_run(run_dir: Path, job_records: dict[str, dict[str, Any]] | None = None
         isinstance(metrics.get("test/nll"), (int, float)) and math.isfinite(metrics["test/nll"])
     ):
         state, reason = "failed", f"finished without a finite test NLL ({metrics.get('test/nll')!r})"
-    model = choices.get("model") or str(config.get("model", {}).get("_target_", "?")).rsplit(".", 1)[-1]
+    model = choices.get("model") or str(_mapping(config.get("model")).get("_target_", "?")).rsplit(".", 1)[-1]
     overrides = dict(o.lstrip("+~").split("=", 1) for o in _overrides(run_dir) if "=" in o)
-    ordering_cfg = config.get("ordering", {}) or {}
+    ordering_cfg = _mapping(config.get("ordering"))
     ordering = (
         _label(ordering_cfg["kind"], ordering_cfg.get("seed", 0))
         if "kind" in ordering_cfg
         else choices.get("ordering", "?")
     )
-    data = (config.get("data", {}) or {}).get("name") or choices.get("data", "?")
+    data = _mapping(config.get("data")).get("name") or choices.get("data", "?")
     if not config:  # a job that never got as far as its config (e.g. collapsed): name it by its dir
         model = run_dir.name
     return Run(
