@@ -119,6 +119,18 @@ def test_mnist5k_real_dequantised_unit_scale(raw):
     np.testing.assert_array_equal(load("mnist5k_real").train, real.train)
 
 
+def test_mnist5k_levels_are_the_grey_levels_of_the_same_split(raw):
+    levels = load("mnist5k_levels")
+    assert (levels.kind, levels.num_categories, levels.image_shape) == ("categorical", 256, (28, 28))
+    grey = raw[0][stratified_order(raw[1], 0)]
+    np.testing.assert_array_equal(np.concatenate([levels.train, levels.val, levels.test]), grey)
+    every = np.concatenate([levels.train, levels.val, levels.test])
+    np.testing.assert_array_equal(every, np.round(every))  # integers stored as floats
+    # The split of mnist5k: each binary test image is a Bernoulli draw of the same grey image.
+    binary = load("mnist5k")
+    assert np.corrcoef(levels.test.ravel() > 127, binary.test.ravel())[0, 1] > 0.8
+
+
 def test_mnist5k_real_standardised():
     real = load("mnist5k_real", scale="standardise")
     np.testing.assert_allclose(real.train.mean(0), 0.0, atol=1e-4)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from nade_jax.report.cli import build_report
+from nade_jax.report.build import build_report
 
 D, SHAPE = 16, (4, 4)
 

@@ -277,7 +277,7 @@ def test_huge_learning_rate_is_reported_as_diverged(uninterrupted, tmp_path):
     with pytest.raises(Diverged, match="diverged earlier"):  # a rerun does not resume it
         train(cfg, run_dir)
     # The report lists it apart from the results.
-    from nade_jax.report.cli import build_report
+    from nade_jax.report.build import build_report
 
     shutil.copytree(uninterrupted[0], tmp_path / "sweep" / "good")
     text = build_report(tmp_path / "sweep", tmp_path / "report").with_name("report.md").read_text()
@@ -424,7 +424,7 @@ def test_mismatched_rerun_through_the_cli_leaves_the_run_usable(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert evaluated.stderr == ""
     assert len(evaluated.stdout.splitlines()) == 1
-    from nade_jax.report.cli import read_run
+    from nade_jax.report.records import read_run
 
     assert read_run(run_dir).model == "mog_nade"
 

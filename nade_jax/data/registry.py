@@ -9,7 +9,7 @@ from typing import Any
 from nade_jax.data.digits import digits, digits_real
 from nade_jax.data.digits_levels import digits_levels
 from nade_jax.data.mnist import binarized_mnist, mnist
-from nade_jax.data.mnist5k import mnist5k, mnist5k_real
+from nade_jax.data.mnist5k import mnist5k, mnist5k_levels, mnist5k_real
 from nade_jax.data.splits import Splits
 
 _LOADERS: dict[str, Callable[..., Splits]] = {
@@ -20,6 +20,7 @@ _LOADERS: dict[str, Callable[..., Splits]] = {
     "digits_levels": digits_levels,
     "mnist5k": mnist5k,
     "mnist5k_real": mnist5k_real,
+    "mnist5k_levels": mnist5k_levels,
 }
 DATASETS = tuple(_LOADERS)
 

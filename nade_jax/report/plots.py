@@ -9,7 +9,8 @@ function returns the axis range it used.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import io
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,19 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from nade_jax.report.files import write_atomic
+
 # One colour per model family, in the order models first appear (colour-blind safe).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 REFERENCE_STYLE = {"independent baseline": ("#777777", "--"), "Markov chain": ("#555555", ":")}
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    figure.savefig(path, dpi=100, bbox_inches="tight")
+    """Writes ``figure`` as a PNG at ``path`` atomically, never through a link at ``path``."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
-    return Path(path)
+    return write_atomic(Path(path), buffer.getvalue())
 
 
 def nll_axis_range(
@@ -77,14 +82,20 @@ def _references(axis: Axes, references: Mapping[str, float | None], vertical: bo
 
 
 def save_nll_dots(
-    rows: list[dict[str, Any]], references: Mapping[str, float | None], path: Path, title: str
+    rows: list[dict[str, Any]],
+    references: Mapping[str, float | None],
+    path: Path,
+    title: str,
+    gap_half_widths: Sequence[float | None] | None = None,
 ) -> tuple[float, float]:
     """Test NLL per row, in two panels sharing the rows.
 
     Left, to scale: each row's mean ± sd over seeds and each seed's dot, with the reference
     lines (``references``: {name: NLL}) on an axis that spans them (``nll_axis_range``).
     Right, the differences: the same points as nats above the best row's mean, on an axis
-    from 0, with each row's value written beside it.
+    from 0, each with the seed-noise interval of its gap from the best row
+    (``gap_half_widths``, aligned with ``rows``; None: no interval, e.g. one seed) and its
+    value written beside it; without ``gap_half_widths``, the bars are the sd.
 
     ``rows``: [{"label": str, "values": [per-seed NLL], "colour_key": str}], top to bottom.
     Returns the left panel's x-axis range.
@@ -103,25 +114,41 @@ def save_nll_dots(
         mean = values.mean()
         sd = values.std(ddof=1) if len(values) > 1 else 0.0
         jitter = np.asarray(np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0])
-        for axis, shift in ((scale, 0.0), (zoom, best)):
-            axis.errorbar(mean - shift, y, xerr=sd, fmt="D", color=colour, markersize=6, capsize=4, zorder=3)
+        half = sd if gap_half_widths is None else gap_half_widths[i]
+        for axis, shift, bar in ((scale, 0.0, sd), (zoom, best, half)):
+            axis.errorbar(mean - shift, y, xerr=bar, fmt="D", color=colour, markersize=6, capsize=4, zorder=3)
             axis.scatter(values - shift, y + jitter, s=14, color=colour, alpha=0.55, zorder=2, edgecolors="none")
-        text = f"{mean:.2f} ± {sd:.2f} (n={len(values)})" if len(values) > 1 else f"{mean:.2f} (n=1)"
-        zoom.annotate(text, (mean - best + sd, y), xytext=(6, 0), textcoords="offset points", va="center", fontsize=7.5)
-        gaps += [*list(values - best), mean - best + sd]
+        if gap_half_widths is None:
+            text = f"{mean:.2f} ± {sd:.2f} (n={len(values)})" if len(values) > 1 else f"{mean:.2f} (n=1)"
+        elif mean == best:
+            text = f"best: {mean:.2f} (n={len(values)})"
+        elif half is None:
+            text = f"+{mean - best:.2f}, no interval (n={len(values)})"
+        else:
+            verdict = "exceeds noise" if mean - best > half else "within noise"
+            text = f"+{mean - best:.2f} ± {half:.2f}: {verdict} (n={len(values)})"
+        zoom.annotate(
+            text, (mean - best + (half or 0.0), y), xytext=(6, 0), textcoords="offset points", va="center", fontsize=7.5
+        )
+        gaps += [*list(values - best), mean - best + (half or 0.0)]
     _references(scale, references, vertical=True)
     low, high = nll_axis_range([v for r in rows for v in r["values"]], references.values())
     scale.set_xlim(low, high)
     top = max(max(gaps), 1e-3)
-    zoom.set_xlim(min(0.0, min(gaps)) - 0.04 * top, top * 1.45)  # room for the labels
+    zoom.set_xlim(min(0.0, min(gaps)) - 0.04 * top, top * 1.6)  # room for the labels
     scale.set_ylim(-0.7, len(rows) - 0.3)
     scale.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)], fontsize=8.5)
     scale.set_xlabel("test NLL (nats per example; lower is better)")
-    zoom.set_xlabel("nats above the best mean (the same points, magnified)")
-    scale.set_title("to scale, with the baselines", fontsize=9)
-    zoom.set_title("differences", fontsize=9)
+    scale.set_title("to scale, with the baselines (bars: sd over seeds)", fontsize=9)
+    if gap_half_widths is None:
+        zoom.set_xlabel("nats above the best mean (the same points, magnified)")
+        zoom.set_title("differences", fontsize=9)
+    else:
+        zoom.set_xlabel("nats above the best mean (bars: 95% Welch interval on the gap)")
+        zoom.set_title("differences from the best row, against seed noise", fontsize=9)
     for axis in (scale, zoom):
         axis.grid(axis="x", alpha=0.3)
+    zoom.axvline(0.0, color="#999999", linewidth=0.8)
     if any(v is not None and np.isfinite(v) for v in references.values()):
         scale.legend(fontsize=7.5, loc="lower right")
     figure.suptitle(title, fontsize=10)

@@ -23,8 +23,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nade_jax import CONFIG_DIR, evaluation
-from nade_jax.report import dashboard
-from nade_jax.run import build, config, errors, final, rundir
+from nade_jax.run import build, config, dashboard, errors, final, rundir
 from nade_jax.run.errors import Diverged, RunError, UnsafeRunDir
 from nade_jax.run.loggers import run_id_for, start_wandb
 from nade_jax.run.rundir import RunDir

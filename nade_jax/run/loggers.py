@@ -133,7 +133,7 @@ class RunLogger:
     ) -> None:
         """Writes ``profiles.json`` (``dashboard.write_profiles``), a ``<prefix>/nll_by_ordering``
         jsonl row, and the W&B tables, line plots and heat map (``dashboard.wandb_payload``)."""
-        from nade_jax.report import dashboard
+        from nade_jax.run import dashboard
 
         dashboard.write_profiles(
             self.run_dir,
