@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from test_train import compose_config
 
 from nade_jax.report import cli as report_cli
+from nade_jax.report import records
 from nade_jax.run import eval_app
 from nade_jax.run.app import train
 from nade_jax.run.errors import RunError
@@ -120,7 +121,7 @@ def apps(case: Path, run_dir: Path, relative: str) -> list[str]:
     reader (``records.read_sweep``) runs, without the plots.
     """
     if relative.startswith("checkpoints/"):
-        report = lambda: report_cli.find_runs(case)
+        report = lambda: records.read_sweep(case)
     else:
         report = lambda: report_cli.main([str(case), "--out", str(case / "report")])
     return [
