@@ -431,3 +431,39 @@ def test_nade_eval_draws_its_grid_under_the_models_training_ordering(tmp_path, m
     assert len(used) == 2  # nade-train's final grid, then nade-eval's
     for ordering in used:
         np.testing.assert_array_equal(ordering, trained_under)
+
+
+def test_the_wandb_run_shows_a_preemption(tmp_path):
+    from nade_jax.run.loggers import RunLogger
+
+    calls = []
+
+    class FakeRun:
+        summary = type("Summary", (), {"update": lambda self, values: calls.append(("summary", values))})()
+
+        def mark_preempting(self):
+            calls.append(("mark_preempting",))
+
+        def finish(self, exit_code):
+            calls.append(("finish", exit_code))
+
+    stop = Preempted("SIGTERM at step 7, whose checkpoint is saved")
+    with pytest.raises(Preempted), RunLogger(tmp_path, FakeRun()):  # type: ignore[arg-type]
+        raise stop
+    assert calls == [
+        ("summary", {"status": "preempted", "stopped_by": str(stop)}),
+        ("mark_preempting",),
+        ("finish", 1),
+    ]
+
+
+def test_init_from_a_run_dir_with_a_planted_config_link_stops_in_one_line(finished, tmp_path):
+    source = copy_run(finished, tmp_path, "source")
+    elsewhere = tmp_path / "outside" / "config.yaml"
+    elsewhere.parent.mkdir()
+    shutil.copy(source / "config.yaml", elsewhere)
+    (source / "config.yaml").unlink()
+    (source / "config.yaml").symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match=rf"^run_dir must be a nade-train run dir holding config.yaml, got {source}$"):
+        train(compose_config([*TINY, f"init_from={source}"]), tmp_path / "new")
+    assert not (tmp_path / "new").exists()  # refused before the new run dir was made

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nade_jax.run.errors import Preempted
 from nade_jax.run.rundir import FINAL_PREFIXES, METRICS_FILE, SUMMARY_FILE, WANDB_DIR, RunDir, json_ready
 
 if TYPE_CHECKING:
@@ -80,7 +81,11 @@ class RunLogger:
     def __enter__(self) -> RunLogger:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None, *_: object) -> None:
+        if isinstance(error, Preempted) and self.wandb_run is not None:
+            # The W&B run shows why it stopped; it is resumed (same id) by the rerun.
+            self.wandb_run.summary.update({"status": error.status, "stopped_by": str(error)})
+            self.wandb_run.mark_preempting()
         self.close(failed=exc_type is not None)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
