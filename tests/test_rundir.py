@@ -467,3 +467,34 @@ def test_init_from_a_run_dir_with_a_planted_config_link_stops_in_one_line(finish
     with pytest.raises(ConfigError, match=rf"^run_dir must be a nade-train run dir holding config.yaml, got {source}$"):
         train(compose_config([*TINY, f"init_from={source}"]), tmp_path / "new")
     assert not (tmp_path / "new").exists()  # refused before the new run dir was made
+
+
+@pytest.mark.slow
+def test_a_preempted_multirun_resumes_into_its_sweep_dir_and_skips_finished_jobs(tmp_path):
+    args = [*SIGNAL_ARGS[:-1], "trainer.max_steps=2000", "hydra.sweep.dir=sweep"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    command = [sys.executable, "-m", "nade_jax.run.app", "-m", "seed=0,1", *args]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, **pipes)
+    end = time.time() + 240
+    while time.time() < end and process.poll() is None:  # until the second job trains
+        second = list((tmp_path / "sweep").glob("1_*/metrics.jsonl"))
+        if second and second[0].stat().st_size:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _out, err = process.communicate(timeout=240)
+    assert process.returncode == 75, err[-2000:]
+    resume = shlex.split(re_resume(err.strip().splitlines()[-1], "preempted")["command"])
+    assert resume[:2] == ["nade-train", "-m"]
+    assert resume[-1] == f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    first, second = sorted((tmp_path / "sweep").glob("[01]_*"))
+    assert rundir.read_status(first)["status"] == "finished"
+    assert rundir.read_status(second)["status"] == "preempted"
+    before = snapshot(first)
+    resumed = subprocess.run([sys.executable, "-m", "nade_jax.run.app", *resume[1:]], cwd=tmp_path, env=env, **pipes)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "already finished" in resumed.stdout
+    assert "multirun: 2 finished, 0 failed (of 2 jobs)" in resumed.stdout
+    assert snapshot(first) == before  # skipped: nothing trained or logged again
+    assert rundir.read_status(second)["status"] == "finished"
