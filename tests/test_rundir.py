@@ -498,3 +498,22 @@ def test_a_preempted_multirun_resumes_into_its_sweep_dir_and_skips_finished_jobs
     assert "multirun: 2 finished, 0 failed (of 2 jobs)" in resumed.stdout
     assert snapshot(first) == before  # skipped: nothing trained or logged again
     assert rundir.read_status(second)["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_a_link_planted_at_the_run_log_is_not_followed(finished, tmp_path):
+    run_dir = copy_run(finished, tmp_path)
+    victim = outside_file(tmp_path)
+    (run_dir / "app.log").symlink_to(victim)
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    rerun = subprocess.run(
+        [sys.executable, "-m", "nade_jax.run.app", *TINY, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "already finished" in rerun.stdout
+    assert rerun.stderr == f"warning: {run_dir}/app.log is a symlink; the run's log file is not written\n"
+    assert victim.read_text() == "untouched"

@@ -12,10 +12,11 @@ import json
 import logging
 import netrc
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nade_jax.run.errors import Preempted
+from nade_jax.run.errors import Preempted, UnsafeRunDir
 from nade_jax.run.rundir import FINAL_PREFIXES, METRICS_FILE, SUMMARY_FILE, WANDB_DIR, RunDir, json_ready
 
 if TYPE_CHECKING:
@@ -29,6 +30,20 @@ class BelowWarning(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno < logging.WARNING
+
+
+class RunLogFile(logging.FileHandler):
+    """Hydra's per-run log file (``hydra/job_logging/nade.yaml``), opened like every run file:
+    never through a link planted at ``<run dir>/<job>.log``. Such a link is named in one warning
+    line and the run logs to the console only."""
+
+    def _open(self) -> Any:
+        path = Path(self.baseFilename)
+        try:
+            return RunDir(path.parent).open_append(path.name)
+        except UnsafeRunDir as error:
+            print(f"warning: {error.detail}; the run's log file is not written", file=sys.stderr)
+            return open(os.devnull, "a")
 
 
 def drop_rows_after(run: RunDir, step: int) -> int:
