@@ -18,7 +18,7 @@ from nade_jax import orderings as ordering_lib
 from nade_jax import parallel, steps
 from nade_jax import profiles as profile_lib
 from nade_jax.data import Splits, independent_baseline_nll
-from nade_jax.models.base import DensityModel, bits_per_dim
+from nade_jax.models.base import DensityModel
 from nade_jax.orderings import log_prob_per_ordering
 
 
@@ -263,7 +263,11 @@ def final_evaluation(
 
 
 def _with_bits_per_dim(metrics: dict[str, float], splits: Splits) -> dict[str, float]:
-    """Adds ``test/bits_per_dim`` for categorical data (pixel models are compared in bits/dim)."""
-    if splits.kind == "categorical":
-        metrics["test/bits_per_dim"] = float(bits_per_dim(metrics["test/nll"], splits.num_inputs))
+    """Adds ``test/bits_per_dim`` and ``test/baseline_bits_per_dim`` where the data has a
+    comparable bits/dim: discrete data, and dequantised levels through their Jacobian
+    (``Splits.bits_per_dim``)."""
+    bits, baseline_bits = (splits.bits_per_dim(metrics[f"test/{key}"]) for key in ("nll", "baseline_nll"))
+    if bits is not None and baseline_bits is not None:
+        metrics["test/bits_per_dim"] = bits
+        metrics["test/baseline_bits_per_dim"] = baseline_bits
     return metrics

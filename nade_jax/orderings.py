@@ -38,11 +38,36 @@ def random_batch(key: jax.Array, num_orderings: int, num_inputs: int) -> jax.Arr
     return jax.vmap(lambda k: random(k, num_inputs))(keys)
 
 
-def column_major(height: int, width: int) -> jax.Array:
-    """(H·W,) visits a row-major image column by column."""
-    check_positive_int(height, "height")
-    check_positive_int(width, "width")
-    return jnp.arange(height * width).reshape(height, width).T.reshape(-1)
+def _image_indices(image_shape: tuple[int, ...]) -> np.ndarray:
+    """(H, W, C) the variable index of each (row, column, channel) of a row-major image (a
+    grey (H, W) image has C = 1): variable d = (row · W + column) · C + channel."""
+    if len(image_shape) not in (2, 3):
+        raise ValueError(f"image_shape must be (H, W) or (H, W, C), got {image_shape}")
+    for name, size in zip(("height", "width", "channels"), image_shape, strict=False):
+        check_positive_int(size, name)
+    height, width, channels = (*image_shape, 1)[:3]
+    return np.arange(height * width * channels).reshape(height, width, channels)
+
+
+def column_major(height: int, width: int, channels: int = 1) -> jax.Array:
+    """(H·W·C,) visits a row-major (H, W, C) image column by column, the C channels of each
+    pixel one after another."""
+    return jnp.asarray(_image_indices((height, width, channels)).transpose(1, 0, 2).reshape(-1))
+
+
+def pixel_rgb(height: int, width: int, channels: int = 1) -> jax.Array:
+    """(H·W·C,) raster over pixels, then r → g → b inside each pixel: p(r) p(g | r) p(b | r, g)
+    per pixel. With the row-major (H, W, C) storage this is the identity."""
+    return jnp.asarray(_image_indices((height, width, channels)).reshape(-1))
+
+
+def channel_major(height: int, width: int, channels: int = 1) -> jax.Array:
+    """(H·W·C,) every pixel's first channel in raster order, then every second channel, …:
+    all r, then all g, then all b. For a grey image this is the identity."""
+    return jnp.asarray(_image_indices((height, width, channels)).transpose(2, 0, 1).reshape(-1))
+
+
+IMAGE_KINDS = {"column_major": column_major, "pixel_rgb": pixel_rgb, "channel_major": channel_major}
 
 
 def _check_orderings(model: DensityModel, x: jax.Array, orderings: ArrayLike) -> jax.Array:
@@ -100,11 +125,13 @@ def ensemble_log_prob(
     return jax.nn.logsumexp(per_ordering, axis=0) - np.log(per_ordering.shape[0])
 
 
-KINDS = ("identity", "reverse", "random", "column_major")
+KINDS = ("identity", "reverse", "random", *IMAGE_KINDS)
 
 
-def make(kind: str, num_inputs: int, *, seed: int = 0, image_shape: tuple[int, int] | None = None) -> jax.Array:
-    """Builds a (D,) ordering by name, as the ``ordering/`` configs describe it."""
+def make(kind: str, num_inputs: int, *, seed: int = 0, image_shape: tuple[int, ...] | None = None) -> jax.Array:
+    """Builds a (D,) ordering by name, as the ``ordering/`` configs describe it. The image
+    kinds (``IMAGE_KINDS``) need the data's ``image_shape``, (H, W) or (H, W, C), stored
+    row-major (``Splits``)."""
     if kind not in KINDS:
         raise ValueError(f"ordering.kind must be one of {list(KINDS)}, got {kind!r}")
     if kind == "identity":
@@ -113,11 +140,11 @@ def make(kind: str, num_inputs: int, *, seed: int = 0, image_shape: tuple[int, i
         return reverse(num_inputs)
     if kind == "random":
         return random(jax.random.key(seed), num_inputs)
-    if image_shape is None or image_shape[0] * image_shape[1] != num_inputs:
+    if image_shape is None or int(np.prod(image_shape)) != num_inputs:
         raise ValueError(
-            f"ordering.kind=column_major needs image data of {num_inputs} pixels, got image_shape={image_shape}"
+            f"ordering.kind={kind} needs image data of {num_inputs} variables, got image_shape={image_shape}"
         )
-    return column_major(*image_shape)
+    return IMAGE_KINDS[kind](*image_shape)
 
 
 def label(kind: str, seed: int = 0) -> str:
@@ -146,7 +173,7 @@ def check_specs(specs: Any) -> list[tuple[str, int]]:
     return checked
 
 
-def from_specs(specs: Any, num_inputs: int, image_shape: tuple[int, int] | None = None) -> dict[str, jax.Array]:
+def from_specs(specs: Any, num_inputs: int, image_shape: tuple[int, ...] | None = None) -> dict[str, jax.Array]:
     """{label: (D,) ordering} for a list of ordering configs ({kind, seed}), in order, without
     duplicates (``check_specs`` checks them)."""
     return {

@@ -23,9 +23,11 @@ batch (``rows``), so 1 device, N devices and N processes train the same model.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -93,8 +95,31 @@ def _takes_rows(model: DensityModel) -> bool:
     return "rows" in inspect.signature(type(model).loss).parameters
 
 
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """An optax transform as a function of its learning rate, so that jobs that differ only in
+    the learning rate share one compiled train step (the rate is a traced argument).
+
+    ``build(learning_rate)`` returns the transform; it is called inside the traced step and
+    must depend on nothing but the rate and what ``structure`` names. ``structure``: a
+    hashable description of everything else the transform depends on (its config without
+    the rate, the schedule's length): jobs with equal structures share compiled steps.
+    """
+
+    build: Callable[[Any], optax.GradientTransformation]
+    learning_rate: float
+    structure: Hashable
+
+
+# Compiled train steps shared by the jobs of one process (a basic-launcher sweep, Optuna, the
+# tests), keyed by (graphdef, optimizer structure, mesh): nothing in a key or a value holds a
+# job's parameters. A few entries: a sweep over architectures keeps its last ones.
+_TRAIN_STEPS: collections.OrderedDict[Hashable, Callable[..., Any]] = collections.OrderedDict()
+_MAX_TRAIN_STEPS = 16
+
+
 def make_train_step(
-    graphdef: nnx.GraphDef[DensityModel], tx: optax.GradientTransformation, mesh: Mesh | None = None
+    graphdef: nnx.GraphDef[DensityModel], tx: optax.GradientTransformation | Optimizer, mesh: Mesh | None = None
 ) -> TrainStep:
     """Returns ``step(params, opt_state, batch, key, ordering (D,)) -> (params, opt_state, loss)``.
 
@@ -102,6 +127,11 @@ def make_train_step(
     single-process run); B must be a multiple of the mesh size. ``ordering`` is the
     training ordering of fixed-order models (orderless models ignore it). ``mesh`` None
     means a one-device mesh: the same sharded code path.
+
+    ``tx`` an ``Optimizer``: the compiled step is shared with every earlier call of this
+    process with the same graphdef, optimizer structure and mesh (a sweep compiles once per
+    structure and shape; results are the same as with a step of its own). A plain optax
+    transform gets a step of its own.
 
     Every device gets the same ``key``; a model whose ``loss`` takes ``rows`` receives the
     indices of its slice in the global batch and draws each example's randomness from
@@ -114,9 +144,53 @@ def make_train_step(
     benchmarks/RESULTS.md).
     """
     mesh = make_mesh(1) if mesh is None else mesh
+    if isinstance(tx, Optimizer):
+        cache_key = (graphdef, tx.structure, mesh)
+        step = _TRAIN_STEPS.get(cache_key)
+        if step is None:
+            step = _TRAIN_STEPS[cache_key] = _jit_train_step(graphdef, tx.build, mesh)
+            while len(_TRAIN_STEPS) > _MAX_TRAIN_STEPS:
+                _TRAIN_STEPS.popitem(last=False)
+        _TRAIN_STEPS.move_to_end(cache_key)
+        learning_rate = np.float32(tx.learning_rate)
+    else:
+        fixed = tx
+        step, learning_rate = _jit_train_step(graphdef, lambda _: fixed, mesh), np.float32(0)
+    blocks = mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
+
+    def global_step(
+        params: optax.Params, opt_state: optax.OptState, batch: jax.Array, key: jax.Array | None, ordering: jax.Array
+    ) -> tuple[optax.Params, optax.OptState, jax.Array]:
+        rate = learning_rate
+        if parallel.process_count() > 1:  # this process's values -> global arrays
+            params, opt_state, key, ordering, rate = parallel.to_global(
+                (params, opt_state, key, ordering, rate), replicated(mesh)
+            )
+            batch = parallel.to_global(batch, batch_sharding(mesh))
+        outputs = step(params, opt_state, batch, key, ordering, rate)
+        return jax.block_until_ready(outputs) if blocks else outputs
+
+    global_step.lower = functools.partial(_lower_with_rate, step, learning_rate)  # type: ignore[attr-defined]  # ahead-of-time compilation, memory analysis
+    return global_step
+
+
+def _lower_with_rate(step: Any, learning_rate: np.float32, *args: Any) -> Any:
+    """``step.lower`` with the learning-rate argument that ``global_step`` adds."""
+    return step.lower(*args, learning_rate)
+
+
+def _jit_train_step(
+    graphdef: nnx.GraphDef[DensityModel], build_tx: Callable[[Any], optax.GradientTransformation], mesh: Mesh
+) -> Any:
+    """The jitted, sharded ``step(params, opt_state, batch, key, ordering, learning_rate)``."""
 
     def local_step(
-        params: optax.Params, opt_state: optax.OptState, batch: jax.Array, key: jax.Array | None, ordering: jax.Array
+        params: optax.Params,
+        opt_state: optax.OptState,
+        batch: jax.Array,
+        key: jax.Array | None,
+        ordering: jax.Array,
+        learning_rate: jax.Array,
     ) -> tuple[optax.Params, optax.OptState, jax.Array]:
         local_rows = batch.shape[0]
         rows = jax.lax.axis_index(DATA_AXIS) * local_rows + jnp.arange(local_rows)  # indices in the global batch
@@ -127,38 +201,26 @@ def make_train_step(
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         loss, grads = jax.lax.pmean((loss, grads), DATA_AXIS)
-        updates, opt_state = tx.update(grads, opt_state, params)
+        updates, opt_state = build_tx(learning_rate).update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     everywhere, split = PartitionSpec(), PartitionSpec(DATA_AXIS)
     sharded = jax.shard_map(
         local_step,
         mesh=mesh,
-        in_specs=(everywhere, everywhere, split, everywhere, everywhere),
+        in_specs=(everywhere, everywhere, split, everywhere, everywhere, everywhere),
         out_specs=(everywhere, everywhere, everywhere),
         # The loss is a custom_vjp whose backward mixes per-device and replicated values;
         # replication of the outputs is guaranteed by the pmean instead of type checks.
         check_vma=False,
     )
-    step = jax.jit(
+    every = replicated(mesh)
+    return jax.jit(
         sharded,
-        in_shardings=(replicated(mesh), replicated(mesh), batch_sharding(mesh), replicated(mesh), replicated(mesh)),
-        out_shardings=replicated(mesh),
+        in_shardings=(every, every, batch_sharding(mesh), every, every, every),
+        out_shardings=every,
         donate_argnums=(0, 1),
     )
-    blocks = mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
-
-    def global_step(
-        params: optax.Params, opt_state: optax.OptState, batch: jax.Array, key: jax.Array | None, ordering: jax.Array
-    ) -> tuple[optax.Params, optax.OptState, jax.Array]:
-        if parallel.process_count() > 1:  # this process's values -> global arrays
-            params, opt_state, key, ordering = parallel.to_global((params, opt_state, key, ordering), replicated(mesh))
-            batch = parallel.to_global(batch, batch_sharding(mesh))
-        outputs = step(params, opt_state, batch, key, ordering)
-        return jax.block_until_ready(outputs) if blocks else outputs
-
-    global_step.lower = step.lower  # type: ignore[attr-defined]  # for ahead-of-time compilation and memory analysis
-    return global_step
 
 
 @functools.cache

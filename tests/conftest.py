@@ -3,10 +3,18 @@ import os
 import tempfile
 
 # Many tests (and the subprocess runs they start) compile the same small programs: share
-# them through JAX's persistent compilation cache. Set before JAX is imported; inherited by
-# subprocesses.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "nade_jax_test_jax_cache"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# them through JAX's persistent compilation cache, every program however small (as nade-train
+# does: nade_jax.compile_cache). One dir per user, kept between sessions (entries are keyed on
+# the jax version and the program); NADE_JAX_TEST_CACHE_DIR picks another (e.g. a fresh one
+# to time a cold suite). Set before JAX is imported; inherited by subprocesses, and
+# trainer.compile_cache=auto uses it.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.environ.get("NADE_JAX_TEST_CACHE_DIR")
+    or os.path.join(tempfile.gettempdir(), f"nade_jax_test_jax_cache_{os.getuid()}"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -17,7 +17,16 @@ import numpy as np
 from conftest import scale_params
 from flax import nnx
 
-from nade_jax.models import FVSBN, MADE, BinaryNADE, CategoricalNADE, MarkovChain, MoGNADE, OrderlessNADE
+from nade_jax.models import (
+    FVSBN,
+    MADE,
+    BinaryNADE,
+    CategoricalMarkovChain,
+    CategoricalNADE,
+    MarkovChain,
+    MoGNADE,
+    OrderlessNADE,
+)
 from nade_jax.models.tempered import TemperedNADE
 
 NUM_CATEGORIES = 3  # categorical cases: Q, so Q^D cells can be enumerated
@@ -34,6 +43,13 @@ class Case:
 
     def __repr__(self):
         return self.name
+
+
+def with_random_transitions(chain: CategoricalMarkovChain) -> CategoricalMarkovChain:
+    """The chain with standard-normal transition tables T (they start at zero, and the
+    parameter jitter leaves 3-d arrays alone), so the tests see them matter."""
+    chain.T[...] = jnp.asarray(np.random.default_rng(1).normal(size=chain.T.shape), chain.T[...].dtype)
+    return chain
 
 
 ZOO = [
@@ -66,6 +82,13 @@ ZOO = [
     ),
     Case("markov", lambda D, **kw: MarkovChain(D, **kw), "markov", "digits", 2.0),
     Case("fvsbn", lambda D, **kw: FVSBN(D, **kw), "fvsbn", "digits", 2.0),
+    Case(
+        "categorical_markov",
+        lambda D, **kw: with_random_transitions(CategoricalMarkovChain(D, NUM_CATEGORIES, **kw)),
+        "categorical_markov",
+        "digits_levels",
+        2.0,
+    ),
 ]
 
 

@@ -22,6 +22,7 @@ from nade_jax import CONFIG_DIR, ensemble_log_prob, log_prob_per_ordering
 from nade_jax.data import load
 from nade_jax.models import DensityModel, SharedWeightNADE, check_model
 from nade_jax.models.base import DATA_KINDS
+from nade_jax.run.build import data_arguments
 
 CASES = [pytest.param(case, id=case.name) for case in ZOO]
 SHARED_WEIGHT_CASES = [
@@ -255,7 +256,7 @@ def test_builds_from_its_yaml(case):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"model={case.config}", f"data={case.data}"])
     splits = load(**cfg.data)
-    model = hydra.utils.instantiate(cfg.model, num_inputs=splits.num_inputs, rngs=nnx.Rngs(0))
+    model = hydra.utils.instantiate(cfg.model, **data_arguments(cfg.model, splits), rngs=nnx.Rngs(0))
     check_model(model)
     assert type(model) is type(model_of(case))
     assert model.num_inputs == splits.num_inputs

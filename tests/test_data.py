@@ -127,7 +127,7 @@ def test_diagonal_gaussian_baseline_matches_scipy():
 
 def test_unknown_dataset():
     with pytest.raises(ValueError, match=r"data.name must be one of \['digits', 'digits_real'"):
-        load("cifar10")
+        load("svhn")
 
 
 @pytest.mark.parametrize(

@@ -136,6 +136,10 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path, launcher):
     finished = next(sweep.glob("1_*"))
     assert json.loads((finished / "status.json").read_text())["status"] == "finished"
     assert json.loads((finished / "summary.json").read_text())["train/steps"] == 20
+    # Every launcher's jobs use the one persistent compilation cache (conftest's, through "auto").
+    assert (
+        json.loads((finished / "versions.json").read_text())["compile_cache"] == os.environ["JAX_COMPILATION_CACHE_DIR"]
+    )
 
 
 @pytest.mark.slow

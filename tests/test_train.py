@@ -15,7 +15,7 @@ from nade_jax import evaluation
 from nade_jax.run.app import train
 from nade_jax.run.build import restore_run
 from nade_jax.run.errors import Diverged
-from nade_jax.run.versions import library_versions
+from nade_jax.run.versions import run_versions
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 TINY = [
@@ -56,7 +56,8 @@ def test_tiny_run_logs_and_checkpoints_what_it_reports(tmp_path):
     assert (tmp_path / "samples.png").stat().st_size > 0
     # The exact library versions of the run sit beside its config.
     versions = json.loads((tmp_path / "versions.json").read_text())
-    assert versions == library_versions()
+    assert versions == run_versions()
+    assert versions["compile_cache"] == os.environ["JAX_COMPILATION_CACHE_DIR"]  # conftest's; "auto" takes it
     assert {"python", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "hydra-core", "wandb"} <= set(versions)
     # The checkpoint's best parameters reproduce the logged test NLL exactly.
     run = restore_run(tmp_path)

@@ -9,8 +9,16 @@ import jax
 import jaxlib
 import numpy as np
 
+from nade_jax import compile_cache
 from nade_jax.run import versions
-from nade_jax.run.versions import LIBRARIES, NOT_INSTALLED, VERSIONS_FILE, library_versions, record_versions
+from nade_jax.run.versions import (
+    LIBRARIES,
+    NOT_INSTALLED,
+    VERSIONS_FILE,
+    library_versions,
+    record_versions,
+    run_versions,
+)
 
 
 def test_records_every_library_with_the_installed_version():
@@ -35,7 +43,8 @@ def test_a_missing_library_is_recorded_not_raised():
 def test_run_dir_keeps_the_first_versions_and_warns_when_a_resume_differs(tmp_path, monkeypatch, caplog):
     assert record_versions(tmp_path) == library_versions()
     first = json.loads((tmp_path / VERSIONS_FILE).read_text())
-    assert first == library_versions()
+    assert first == run_versions()
+    assert first["compile_cache"] in ("off", compile_cache.status()["dir"])
     with caplog.at_level(logging.WARNING, logger="nade_jax.run.versions"):
         record_versions(tmp_path)  # same versions: silent
     assert not caplog.records

@@ -16,7 +16,10 @@ Split: one permutation of the 1797 images, ``np.random.default_rng(seed).permuta
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import numbers
+from pathlib import Path
 
 import numpy as np
 
@@ -29,11 +32,25 @@ IMAGE_SHAPE = (8, 8)
 MAX_PIXEL = 16
 
 
+def _bundled_pixels() -> np.ndarray:
+    """(1797, 64) float64: the pixels of sklearn's bundled ``digits.csv.gz`` (no network), read
+    directly: importing sklearn.datasets (scipy and more) takes seconds of a run's start. The
+    same values as ``sklearn.datasets.load_digits().data``, which is the fallback."""
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    bundled = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if bundled is not None and bundled.is_file():
+        with gzip.open(bundled, "rt") as file:
+            table = np.loadtxt(file, delimiter=",")
+        if table.shape == (NUM_EXAMPLES, 65):  # 64 pixels, then the label
+            return table[:, :-1]
+    from sklearn.datasets import load_digits
+
+    return np.asarray(load_digits().data, np.float64)
+
+
 def _split_pixels(seed: int, num_train: int, num_val: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, val, test) raw grey levels 0..16 as float64, each of shape (N_split, 64)."""
-    from sklearn.datasets import load_digits  # bundled with sklearn: no network
-
-    pixels = load_digits().data
+    pixels = _bundled_pixels()
     order = np.random.default_rng(seed).permutation(len(pixels))
     train, val, test = np.split(pixels[order], [num_train, num_train + num_val])
     return train, val, test
@@ -60,4 +77,6 @@ def digits_real(seed: int = 0, num_train: int = 1400, num_val: int = 200) -> Spl
     noise_rng = np.random.default_rng([seed, 1])
     noisy = [preprocess.dequantise(x, noise_rng) for x in pixels]
     (train, val, test), mean, std = preprocess.standardise(*noisy)
-    return Splits("digits_real", train, val, test, binary=False, image_shape=IMAGE_SHAPE, mean=mean, std=std)
+    return Splits(
+        "digits_real", train, val, test, binary=False, image_shape=IMAGE_SHAPE, mean=mean, std=std, dequantised=True
+    )

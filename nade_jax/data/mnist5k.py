@@ -123,7 +123,7 @@ def mnist5k_real(seed: int = 0, scale: str = "unit", num_train: int = 4000, num_
     train, val, test = _split(noisy, labels, seed, num_train, num_val)
     if scale == "standardise":
         (train, val, test), mean, std = preprocess.standardise(train, val, test)
-        return Splits("mnist5k_real", train, val, test, binary=False, image_shape=IMAGE_SHAPE, mean=mean, std=std)
+        return Splits("mnist5k_real", train, val, test, False, IMAGE_SHAPE, mean=mean, std=std, dequantised=True)
     unit = np.float32(MAX_PIXEL + 1)
     return Splits(
         "mnist5k_real",
@@ -134,6 +134,7 @@ def mnist5k_real(seed: int = 0, scale: str = "unit", num_train: int = 4000, num_
         image_shape=IMAGE_SHAPE,
         mean=np.zeros(784, np.float32),
         std=np.full(784, unit, np.float32),  # pixels = x * std + mean
+        dequantised=True,
     )
 
 

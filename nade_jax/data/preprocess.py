@@ -33,8 +33,12 @@ def dynamic_binarize(key: jax.Array, probs: jax.Array, rows: jax.Array | None = 
 
 
 def dequantise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(N, D) float32 ``x + u`` with u ~ U[0, 1): integer pixels become a continuous density."""
-    return (np.asarray(x, np.float64) + rng.random(np.shape(x))).astype(np.float32)
+    """(N, D) float32 ``x + u`` with u ~ U[0, 1): integer pixels become a continuous density.
+
+    Every value stays below x + 1 (rounding to float32 could reach it), so ``floor`` recovers x."""
+    x = np.asarray(x, np.float64)
+    noisy = (x + rng.random(np.shape(x))).astype(np.float32)
+    return np.minimum(noisy, np.nextafter((x + 1).astype(np.float32), np.float32(-np.inf)))
 
 
 def standardise(train: np.ndarray, *others: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:

@@ -6,10 +6,12 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from nade_jax.data.cifar10 import cifar10
 from nade_jax.data.digits import digits, digits_real
 from nade_jax.data.digits_levels import digits_levels
 from nade_jax.data.mnist import binarized_mnist, mnist
 from nade_jax.data.mnist5k import mnist5k, mnist5k_levels, mnist5k_real
+from nade_jax.data.rgb_patches import rgb_patches, rgb_patches_real
 from nade_jax.data.splits import Splits
 
 _LOADERS: dict[str, Callable[..., Splits]] = {
@@ -21,6 +23,9 @@ _LOADERS: dict[str, Callable[..., Splits]] = {
     "mnist5k": mnist5k,
     "mnist5k_real": mnist5k_real,
     "mnist5k_levels": mnist5k_levels,
+    "rgb_patches": rgb_patches,
+    "rgb_patches_real": rgb_patches_real,
+    "cifar10": cifar10,
 }
 DATASETS = tuple(_LOADERS)
 

@@ -5,7 +5,7 @@ from nade_jax.models.categorical import CategoricalNADE
 from nade_jax.models.fvsbn import FVSBN
 from nade_jax.models.heads import BernoulliHead, CategoricalHead, MoGHead
 from nade_jax.models.made import MADE
-from nade_jax.models.markov import MarkovChain
+from nade_jax.models.markov import CategoricalMarkovChain, MarkovChain
 from nade_jax.models.nade import BinaryNADE, NADEStep, SharedWeightNADE
 from nade_jax.models.orderless import OrderlessNADE
 from nade_jax.models.rnade import MoGNADE
@@ -16,6 +16,7 @@ __all__ = [
     "BernoulliHead",
     "BinaryNADE",
     "CategoricalHead",
+    "CategoricalMarkovChain",
     "CategoricalNADE",
     "DensityModel",
     "MarkovChain",

@@ -144,9 +144,14 @@ class CategoricalHead:
         return self.num_categories
 
     def log_prob(self, outputs: jax.Array, x: jax.Array) -> jax.Array:
-        """outputs (..., Q), x (...) integer-valued -> (...) through log_softmax."""
+        """outputs (..., Q), x (...) integer-valued -> (...): the chosen logit minus the
+        logsumexp over Q, stable (max-shifted). The forward pass forms no (..., Q) array of
+        probabilities or log-probabilities, only a gather and a reduction over Q (the
+        backward pass forms the softmax once). On CPU it steps as fast as log_softmax then
+        a gather, within noise (benchmarks/bench_categorical.py)."""
         index = x.astype(jnp.int32)[..., None]
-        return jnp.take_along_axis(jax.nn.log_softmax(outputs, axis=-1), index, axis=-1)[..., 0]
+        chosen = jnp.take_along_axis(outputs, index, axis=-1)[..., 0]
+        return chosen - jax.nn.logsumexp(outputs, axis=-1)
 
     def noise(self, key: jax.Array, shape: tuple[int, ...], dtype: DTypeLike = jnp.float32) -> jax.Array:
         """Gumbel noise (..., Q)."""

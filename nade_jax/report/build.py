@@ -258,7 +258,7 @@ def _profile_figures(
             out / f"{tag}_profiles.png",
         )
     ]
-    if image_shape is None or len(image_shape) != 2:
+    if image_shape is None or len(image_shape) not in (2, 3):
         return figures
     # One row per model, one column per ordering.
     shown_orderings = [o for o in chosen if o in perms]
@@ -270,7 +270,7 @@ def _profile_figures(
     maps = {label.replace(" · ", "\n"): by_pixel[label] for label in labels}
     plots.save_heat_maps(
         maps,
-        (image_shape[0], image_shape[1]),
+        tuple(image_shape),
         out / f"{tag}_heat_maps.png",
         f"{data}: NLL of each pixel when it is predicted (mean over seeds)",
         columns=len(shown_orderings) if len(shown_orderings) > 1 else min(len(maps), 4),
@@ -279,7 +279,8 @@ def _profile_figures(
         figure_from_file(
             "Pixel heat maps",
             "The test NLL of each pixel when it is predicted under the ordering (one row per model, one column per "
-            "ordering, one colour scale); each panel sums to that model's test NLL under that ordering.",
+            "ordering, one colour scale; colour images: one panel per channel); each map sums to that model's test NLL "
+            "under that ordering.",
             out / f"{tag}_heat_maps.png",
         )
     )

@@ -10,6 +10,7 @@ function returns the axis range it used.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,22 +51,47 @@ def nll_axis_range(
     return low - pad, high + pad
 
 
+CHANNEL_NAMES = {3: ("r", "g", "b")}
+
+
 def save_sample_grid(
-    samples: np.ndarray, image_shape: tuple[int, int], path: Path, columns: int = 8, title: str | None = None
+    samples: np.ndarray,
+    image_shape: tuple[int, ...],
+    path: Path,
+    columns: int = 8,
+    title: str | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> Path:
-    """Tiles samples (n, H·W) as images of ``image_shape`` into one PNG at ``path``, under
-    ``title`` (e.g. model, ordering and step)."""
+    """Tiles samples (n, D) as images of ``image_shape`` into one PNG at ``path``, under
+    ``title`` (e.g. model, ordering and step).
+
+    ``image_shape`` (H, W) draws grey images, (H, W, 3) colour ones (rows flattened
+    row-major over (H, W, C), as ``Splits`` stores them). Values map linearly from
+    ``value_range`` (low, high) (e.g. (0, 255) for 8-bit levels) or, when None, from the
+    grid's 1st to 99th percentile, one scale for every channel so that hues are kept.
+    """
     samples = np.asarray(samples, np.float64)
     n = samples.shape[0]
     rows = -(-n // columns)
-    height, width = image_shape
-    canvas = np.full((rows * (height + 1) + 1, columns * (width + 1) + 1), np.nan)
-    for index, image in enumerate(samples.reshape(n, height, width)):
+    height, width = image_shape[:2]
+    channels = image_shape[2] if len(image_shape) == 3 else 1
+    if channels not in (1, 3):
+        raise ValueError(f"image_shape must have 1 or 3 channels to be drawn, got {image_shape}")
+    canvas = np.full((rows * (height + 1) + 1, columns * (width + 1) + 1, channels), np.nan)
+    for index, image in enumerate(samples.reshape(n, height, width, channels)):
         r, c = divmod(index, columns)
         canvas[1 + r * (height + 1) : (r + 1) * (height + 1), 1 + c * (width + 1) : (c + 1) * (width + 1)] = image
-    low, high = np.nanpercentile(canvas, [1, 99]) if np.isfinite(canvas).any() else (0, 1)
+    if value_range is None:
+        value_range = tuple(np.nanpercentile(canvas, [1, 99])) if np.isfinite(canvas).any() else (0.0, 1.0)
+    low, high = float(value_range[0]), float(value_range[1])
+    high = max(high, low + 1e-6)
     figure, axis = plt.subplots(figsize=(max(columns * 0.6, 3.0), rows * 0.6 + (0.4 if title else 0)))
-    axis.imshow(canvas, cmap="gray_r", vmin=low, vmax=max(high, low + 1e-6), interpolation="nearest")
+    if channels == 1:
+        axis.imshow(canvas[..., 0], cmap="gray_r", vmin=low, vmax=high, interpolation="nearest")
+    else:
+        colour = np.clip((canvas - low) / (high - low), 0.0, 1.0)
+        colour[np.isnan(canvas)] = 1.0  # white borders between the patches
+        axis.imshow(colour, interpolation="nearest")
     axis.axis("off")
     if title:
         axis.set_title(title, fontsize=9)
@@ -280,28 +306,47 @@ def save_profiles(profiles: dict[str, np.ndarray], path: Path, title: str) -> Pa
     return _save(figure, path)
 
 
+def per_channel_maps(maps: dict[str, np.ndarray], image_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """{panel title: (H, W) map}: each (D,) map of an (H, W) image as it is, of an (H, W, C)
+    image split into one panel per channel (``title · r``, ``· g``, ``· b``)."""
+    if len(image_shape) == 2:
+        return {name: np.asarray(values, np.float64).reshape(image_shape) for name, values in maps.items()}
+    height, width, channels = image_shape
+    names = CHANNEL_NAMES.get(channels, tuple(f"channel {c}" for c in range(channels)))
+    panels = {}
+    for name, values in maps.items():
+        by_channel = np.asarray(values, np.float64).reshape(height, width, channels)
+        for c, channel in enumerate(names):
+            panels[f"{name} · {channel}"] = by_channel[..., c]
+    return panels
+
+
 def save_heat_maps(
-    maps: dict[str, np.ndarray], image_shape: tuple[int, int], path: Path, title: str, columns: int | None = None
+    maps: dict[str, np.ndarray], image_shape: tuple[int, ...], path: Path, title: str, columns: int | None = None
 ) -> Path:
-    """Pixel heat maps on one shared colour scale: the NLL of each pixel when it is
-    predicted under an ordering. ``maps``: {panel title: (D,) NLL by variable}."""
-    n = len(maps)
-    columns = columns or min(n, 4)
+    """Heat maps on one shared colour scale: the NLL of each variable when it is predicted
+    under an ordering. ``maps``: {panel title: (D,) NLL by variable}. Colour images
+    (``image_shape`` (H, W, C)) get one panel per channel, side by side, so ``columns``
+    counts maps and each map takes C columns."""
+    channels = image_shape[2] if len(image_shape) == 3 else 1
+    panels = per_channel_maps(maps, image_shape)
+    n = len(panels)
+    columns = (columns or min(len(maps), 4)) * channels
     rows = -(-n // columns)
-    stacked = np.asarray([np.asarray(m, np.float64) for m in maps.values()])
+    stacked = np.asarray(list(panels.values()))
     high = float(np.nanmax(stacked)) if np.isfinite(stacked).any() else 1.0
     figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns + 0.8, 2.6 * rows + 0.5), squeeze=False)
     image = None
-    for axis, (name, values) in zip(axes.ravel(), maps.items(), strict=False):
-        image = axis.imshow(
-            np.asarray(values).reshape(image_shape), cmap="magma", vmin=0.0, vmax=high, interpolation="nearest"
-        )
-        axis.set_title(f"{name}\nΣ = {np.nansum(values):.2f} nats", fontsize=8)
+    for axis, (name, values) in zip(axes.ravel(), panels.items(), strict=False):
+        image = axis.imshow(values, cmap="magma", vmin=0.0, vmax=high, interpolation="nearest")
+        # Long model labels (swept overrides) are wrapped so that neighbouring titles do not overlap.
+        wrapped = "\n".join(textwrap.fill(line, 30) for line in name.split("\n"))
+        axis.set_title(f"{wrapped}\nΣ = {np.nansum(values):.2f} nats", fontsize=8)
         axis.set_xticks([])
         axis.set_yticks([])
     for axis in axes.ravel()[n:]:
         axis.axis("off")
     if image is not None:
-        figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="NLL of the pixel (nats)")
+        figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="NLL of the variable (nats)")
     figure.suptitle(title, fontsize=10)
     return _save(figure, path)

@@ -7,6 +7,7 @@ Run plumbing (config checks, model building, the train state, status.json) lives
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import sys
@@ -21,7 +22,7 @@ from flax import nnx
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from nade_jax import CONFIG_DIR, evaluation, orderings, parallel, steps
+from nade_jax import CONFIG_DIR, compile_cache, evaluation, orderings, parallel, steps
 from nade_jax.data import Splits
 from nade_jax.data.preprocess import bernoulli_sample
 from nade_jax.models import DensityModel
@@ -30,9 +31,10 @@ from nade_jax.run.checkpoint import Checkpointer
 from nade_jax.run.errors import ConfigError, Diverged, Preempted, RunDirLocked, RunError
 from nade_jax.run.loggers import RunLogger, run_id_for, start_wandb
 from nade_jax.run.loop import StopSignals, hand_over, training_loop
+from nade_jax.run.optim import make_step_optimizer
 from nade_jax.run.rundir import RunDir
 from nade_jax.run.state import TrainState, abstract
-from nade_jax.run.versions import library_versions, record_versions
+from nade_jax.run.versions import record_versions, run_versions
 
 log = logging.getLogger(__name__)
 rundir.register_resolvers()  # ${nade_unique:} in conf/config.yaml's hydra.run.dir
@@ -46,6 +48,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     config.check_config(cfg)
+    compile_cache.enable(cfg.trainer.get("compile_cache", compile_cache.AUTO))
     try:  # [distributed] before anything touches JAX; off by default
         distributed.initialize(cfg.get("distributed"))
         distributed.check_same(str(run_dir.absolute()), "the run dir")
@@ -73,7 +76,7 @@ def _train(cfg: DictConfig, run: RunDir, stop_signals: StopSignals) -> dict[str,
         log.info("%s says finished but its summary is unreadable; evaluating it again", run.path)
 
     try:
-        splits = build.load_data(cfg.data)
+        splits = shared_data(cfg.data)
         plan = config.plan_training(cfg.trainer, len(splits.train))
         model = build.build_model(cfg, splits)
         model.init_from_data(
@@ -88,6 +91,7 @@ def _train(cfg: DictConfig, run: RunDir, stop_signals: StopSignals) -> dict[str,
         train_ordering = build.make_ordering(cfg, splits)
         graphdef, params = nnx.split(model)
         tx = build.make_checked_optimizer(cfg.optimizer, plan.total_steps, params)
+        step_optimizer = make_step_optimizer(cfg.optimizer, plan.total_steps)
         multiprocess = parallel.process_count() > 1
         mesh = None if cfg.trainer.devices == 1 and not multiprocess else steps.make_mesh(cfg.trainer.devices)
         if mesh is not None and plan.batch_size % mesh.size:
@@ -106,7 +110,7 @@ def _train(cfg: DictConfig, run: RunDir, stop_signals: StopSignals) -> dict[str,
         raise ConfigError(str(error)) from None
     if model.is_orderless:
         collapse_orderless_sweep(cfg, run_dir)
-    train_step = steps.make_train_step(graphdef, tx, mesh)
+    train_step = steps.make_train_step(graphdef, step_optimizer, mesh)
     baseline_val = build.validation_baseline_nll(splits)
 
     # Accepted: from here on, the run dir is this run's.
@@ -172,6 +176,30 @@ def _train(cfg: DictConfig, run: RunDir, stop_signals: StopSignals) -> dict[str,
         raise
     run.write_status("finished", steps=int(state.step), best_val_nll=state.best_val_nll)
     return metrics
+
+
+# Data shared by the jobs of one process that use the same data config (a basic-launcher
+# sweep, Optuna, the tests): loaded once, read-only. Two entries: a sweep over two data sets.
+_SHARED_DATA: dict[str, Splits] = {}
+_MAX_SHARED_DATA = 2
+
+
+def shared_data(data_cfg: DictConfig) -> Splits:
+    """``build.load_data(data_cfg)``, loaded once per process and data config; its arrays
+    are read-only, so no job can change another's data."""
+    key = json.dumps(OmegaConf.to_container(data_cfg, resolve=True), sort_keys=True, default=str)
+    splits = _SHARED_DATA.pop(key, None) or _read_only(build.load_data(data_cfg))
+    _SHARED_DATA[key] = splits  # newest last
+    while len(_SHARED_DATA) > _MAX_SHARED_DATA:
+        del _SHARED_DATA[next(iter(_SHARED_DATA))]
+    return splits
+
+
+def _read_only(splits: Splits) -> Splits:
+    for value in vars(splits).values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    return splits
 
 
 def progress_samples(
@@ -340,7 +368,7 @@ def open_logger(cfg: DictConfig, run_dir: Path, resume_step: int) -> RunLogger:
         group = cfg.logger.group or cfg.get("experiment_name") or _sweep_name()
         # A DictConfig's container is a dict with str keys; the library versions go beside it.
         config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-        config["versions"] = library_versions()
+        config["versions"] = run_versions()
         config["ordering"]["name"] = names["ordering"]  # group and filter W&B runs by ordering.name (or kind, seed)
         wandb_run = start_wandb(
             config,

@@ -30,12 +30,12 @@ from nade_jax.run.state import TrainState, abstract
 MODELS_FOR = {
     "binary": "model=nade or model=orderless_nade",
     "real": "model=mog_nade or model=orderless_mog_nade",
-    "categorical": "model=categorical_nade",
+    "categorical": "model=categorical_nade or model=categorical_markov",
 }
 DATA_FOR = {
     "binary": "data=digits or data=mnist5k",
-    "real": "data=digits_real or data=mnist5k_real",
-    "categorical": "data=digits_levels",
+    "real": "data=digits_real, data=mnist5k_real or data=rgb_patches_real",
+    "categorical": "data=digits_levels or data=rgb_patches",
 }
 
 
@@ -48,15 +48,34 @@ def load_data(data_cfg: DictConfig) -> Splits:
         raise ConfigError(str(error)) from None
 
 
+def data_arguments(model_cfg: DictConfig, splits: Splits) -> dict[str, int]:
+    """The model arguments the data decides: ``num_inputs`` always, and ``num_categories``
+    where the model config leaves it null (``conf/model/categorical_nade.yaml``), so that
+    one config serves every categorical dataset (17 grey levels, 256-level RGB)."""
+    arguments = {"num_inputs": splits.num_inputs}
+    if "num_categories" in model_cfg and model_cfg.num_categories is None:
+        num_categories = splits.num_categories
+        _require(
+            num_categories is not None,
+            f"model {str(model_cfg.get('_target_')).rsplit('.', 1)[-1]} needs categorical data, but "
+            f"data={splits.name} is {splits.kind}; use {DATA_FOR['categorical']}, or "
+            f"{MODELS_FOR.get(splits.kind, f'a {splits.kind} model')}",
+        )
+        assert num_categories is not None  # _require raised otherwise
+        arguments["num_categories"] = num_categories
+    return arguments
+
+
 def build_model(cfg: DictConfig, splits: Splits) -> DensityModel:
-    """Instantiates ``cfg.model`` with the data dimension injected, checks the contract and the pairing.
+    """Instantiates ``cfg.model`` with the data's arguments injected (``data_arguments``),
+    checks the contract and the pairing.
 
     The one place a model is built from a config (training, resume and nade-eval).
     """
     target = cfg.model.get("_target_")
     _require(isinstance(target, str) and bool(target), "model._target_ must name a model class")
     try:
-        model = hydra.utils.instantiate(cfg.model, num_inputs=splits.num_inputs, rngs=nnx.Rngs(cfg.seed))
+        model = hydra.utils.instantiate(cfg.model, **data_arguments(cfg.model, splits), rngs=nnx.Rngs(cfg.seed))
     except hydra.errors.InstantiationException as error:
         cause = error.__cause__
         if isinstance(cause, (ValueError, TypeError)):

@@ -94,6 +94,11 @@ def check_trainer(trainer: DictConfig) -> None:
         isinstance(trainer.get("progress"), bool),
         f"trainer.progress must be true or false, got {trainer.get('progress')!r}",
     )
+    cache = trainer.get("compile_cache", "auto")
+    _require(
+        cache is None or cache is False or (isinstance(cache, str) and bool(cache)),
+        f"trainer.compile_cache must be auto, a directory, or null / off (no persistent cache), got {cache!r}",
+    )
     _require(
         (trainer.max_steps is None) != (trainer.epochs is None),
         f"set exactly one of trainer.max_steps and trainer.epochs, got max_steps={trainer.max_steps}, "

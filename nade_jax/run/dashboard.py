@@ -4,7 +4,7 @@ W&B, the same figures as tables, line plots and heat-map images.
 ``profiles.json`` (written atomically, read by ``nade-report``): the training ordering of a
 fixed-order model; identity, reverse and ``trainer.eval_orderings`` of an orderless one::
 
-    {"step": int, "train_ordering": name, "image_shape": [H, W] or null,
+    {"step": int, "train_ordering": name, "image_shape": [H, W] or [H, W, C] or null,
      "orderings": {name: {"ordering": [D ints], "nll": float,
                           "nll_per_position": [D floats, ordering order]}}}
 
@@ -34,7 +34,7 @@ def write_profiles(
     *,
     step: int,
     train_ordering: str,
-    image_shape: tuple[int, int] | None,
+    image_shape: tuple[int, ...] | None,
     file_name: str = PROFILES_FILE,
 ) -> Path:
     """Writes the final evaluation's per-ordering profiles to ``run_dir/file_name`` atomically."""
@@ -56,7 +56,7 @@ def heat_maps(profiles: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
 
 def wandb_payload(
     profiles: dict[str, dict[str, Any]],
-    image_shape: tuple[int, int] | None,
+    image_shape: tuple[int, ...] | None,
     out_dir: Path,
     prefix: str = "test",
     title: str = "",
@@ -94,7 +94,7 @@ def wandb_payload(
     if image_shape is not None:
         path = save_heat_maps(
             heat_maps(profiles),
-            (image_shape[0], image_shape[1]),
+            tuple(image_shape),
             Path(out_dir) / f"{prefix.replace('/', '_')}_heat_map.png",
             title or "NLL of each pixel when it is predicted",
         )

@@ -85,4 +85,8 @@ def sample_grid(
         f"{model_name or type(model).__name__} · ordering {ordering_name(run_cfg)}"
         f"{' (sampling)' if model.is_orderless else ''} · seed {run_cfg.seed} · {caption}"
     )
-    return run.write_with(relative, lambda tmp: save_sample_grid(samples, splits.image_shape, tmp, title=title))
+    pixels, value_range = splits.as_pixels(samples)  # categorical levels or colour channels as pixels
+    return run.write_with(
+        relative,
+        lambda tmp: save_sample_grid(pixels, splits.image_shape, tmp, title=title, value_range=value_range),
+    )

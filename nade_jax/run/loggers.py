@@ -147,7 +147,7 @@ class RunLogger:
         *,
         step: int,
         train_ordering: str,
-        image_shape: tuple[int, int] | None,
+        image_shape: tuple[int, ...] | None,
         prefix: str = "test",
         file_name: str | None = None,
     ) -> None:

@@ -11,14 +11,16 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
+from nade_jax import steps
+
 SCHEDULES = ("constant", "linear_decay")
 
 
-def make_schedule(kind: str, learning_rate: float, total_steps: int) -> optax.Schedule:
+def make_schedule(kind: str, learning_rate: ArrayLike, total_steps: int) -> optax.Schedule:
     """``constant`` or ``linear_decay`` from ``learning_rate`` to 0 at ``total_steps`` (as DeepNADE)."""
     if kind not in SCHEDULES:
         raise ValueError(f"optimizer.schedule must be one of {list(SCHEDULES)}, got {kind!r}")
-    if not learning_rate > 0:
+    if isinstance(learning_rate, (int, float)) and not learning_rate > 0:  # not when traced (steps.Optimizer)
         raise ValueError(f"optimizer.learning_rate must be > 0, got {learning_rate!r}")
     if kind == "constant":
         return optax.constant_schedule(learning_rate)
@@ -71,3 +73,15 @@ def make_optimizer(config: Mapping[str, Any], total_steps: int) -> optax.Gradien
             raise ValueError(f"optimizer.clip_norm must be > 0 or null, got {clip_norm!r}")
         transform = optax.chain(optax.clip_by_global_norm(clip_norm), transform)
     return transform
+
+
+def make_step_optimizer(config: Mapping[str, Any], total_steps: int) -> steps.Optimizer:
+    """``make_optimizer`` as a function of the learning rate (``steps.Optimizer``): jobs whose
+    optimizer configs differ only in ``learning_rate`` share one compiled train step."""
+    rest = {str(name): value for name, value in config.items() if name != "learning_rate"}
+    schedule_length = None if rest.get("schedule", "constant") == "constant" else total_steps
+    return steps.Optimizer(
+        build=lambda learning_rate: make_optimizer({**rest, "learning_rate": learning_rate}, total_steps),
+        learning_rate=float(config["learning_rate"]),
+        structure=(repr(sorted(rest.items())), schedule_length),
+    )

@@ -60,6 +60,7 @@ REPORTING_KEYS = (
     "trainer.eval_orderings_seed",
     "trainer.num_samples",
     "trainer.progress",
+    "trainer.compile_cache",
     "trainer.log_every",
     "trainer.eval_batch_size",
     "trainer.checkpoint_every",

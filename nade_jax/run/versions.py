@@ -11,6 +11,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from nade_jax import compile_cache
 from nade_jax.run.rundir import VERSIONS_FILE, RunDir
 
 log = logging.getLogger(__name__)
@@ -49,15 +50,22 @@ def library_versions(libraries: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     return versions
 
 
+def run_versions() -> dict[str, str]:
+    """``library_versions()`` and ``"compile_cache"``: the persistent compilation cache's dir
+    in use, or ``"off"`` (it changes compile times, never results; a resume may use another)."""
+    cache_dir = compile_cache.status()["dir"]
+    return {**library_versions(), "compile_cache": str(cache_dir) if cache_dir else "off"}
+
+
 def record_versions(run_dir: Path | RunDir) -> dict[str, str]:
     """Writes ``run_dir/versions.json`` (beside config.yaml) with the versions a run starts
-    with, once, and returns the current versions. A resumed attempt under other versions
+    with (``run_versions``), once, and returns the current versions. A resumed attempt under other versions
     keeps the file and logs one warning naming what changed."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     current = library_versions()
     saved = run.read_json(VERSIONS_FILE)  # a malformed file: one warning, then rewritten
     if saved is None:
-        run.write_json(VERSIONS_FILE, current)
+        run.write_json(VERSIONS_FILE, run_versions())
         return current
     changed = [f"{name} {saved.get(name)} -> {new}" for name, new in current.items() if saved.get(name) != new]
     if changed:
