@@ -48,7 +48,7 @@ PHASES = {
     "training steps (incl. their compilation)": [("nade_jax/steps.py", "global_step")],
     "validation evaluations": [("nade_jax/evaluation.py", "validation_nll")],
     "final evaluation": [("nade_jax/evaluation.py", "final_evaluation")],
-    "sample grids": [("nade_jax/run/app.py", "log_sample_grid")],
+    "sample grids": [("nade_jax/run/final.py", "sample_grid")],
     "checkpoint saves": [("nade_jax/run/checkpoint.py", "save")],
     "checkpointer close (waits for saves)": [("nade_jax/run/checkpoint.py", "close")],
     "run files (config, versions)": [("nade_jax/run/app.py", "save_run_config")],

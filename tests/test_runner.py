@@ -51,11 +51,12 @@ def run_cli(args, cwd, module="nade_jax.run.app", timeout=300):
 
 
 def snapshot(run_dir):
-    """{relative path: sha1} of every file in a run dir except Hydra's appended job logs."""
+    """{relative path: sha1} of every file in a run dir except Hydra's appended job logs and
+    the lock's record of its last holder."""
     return {
         str(p.relative_to(run_dir)): hashlib.sha1(p.read_bytes()).hexdigest()
         for p in sorted(Path(run_dir).rglob("*"))
-        if p.is_file() and p.suffix != ".log"
+        if p.is_file() and p.suffix != ".log" and p.name != rundir.LOCK_FILE
     }
 
 

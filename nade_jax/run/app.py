@@ -10,10 +10,11 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import hydra
 import jax
@@ -27,16 +28,18 @@ from nade_jax import CONFIG_DIR, compile_cache, evaluation, parallel, steps
 from nade_jax.data import Splits
 from nade_jax.data.preprocess import bernoulli_sample
 from nade_jax.models import DensityModel
-from nade_jax.run import build, config, distributed, pretrain, rundir
+from nade_jax.run import build, config, distributed, final, pretrain, rundir
 from nade_jax.run.checkpoint import Checkpointer
-from nade_jax.run.errors import ConfigError, Diverged, RunError
+from nade_jax.run.errors import ConfigError, Diverged, Preempted, RunDirLocked, RunError
 from nade_jax.run.loggers import RunLogger, run_id_for, start_wandb
-from nade_jax.run.loop import training_loop
+from nade_jax.run.loop import StopSignals, hand_over, training_loop
 from nade_jax.run.optim import make_step_optimizer
+from nade_jax.run.rundir import RunDir
 from nade_jax.run.state import TrainState, abstract
 from nade_jax.run.versions import record_versions, run_versions
 
 log = logging.getLogger(__name__)
+rundir.register_resolvers()  # ${nade_unique:} in conf/config.yaml's hydra.run.dir
 
 
 def train(cfg: config.RunConfig | DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -55,13 +58,26 @@ def train(cfg: config.RunConfig | DictConfig, run_dir: Path) -> dict[str, Any]:
         distributed.check_same(str(run_dir.absolute()), "the run dir")
     except distributed.DistributedConfigError as error:
         raise ConfigError(str(error)) from None
+    run = RunDir(run_dir)
+    holder = run.holder()  # refused before any work; the lock itself is taken once the run is accepted
+    if holder is not None:
+        raise RunDirLocked(f"{rundir.quote(run.path)} is in use by {holder}; wait for it to end or choose another dir")
+    try:
+        with StopSignals() as stop_signals:
+            return _train(cfg, run, stop_signals)
+    finally:
+        run.unlock()
+
+
+def _train(cfg: config.RunConfig, run: RunDir, stop_signals: StopSignals) -> dict[str, Any]:
+    run_dir = run.path
     cfg = rundir.check_rerun(cfg, run_dir)
-    status = rundir.read_status(run_dir)
-    if status and (
-        status.get("status") == "diverged"
-        or (status.get("status") == "finished" and (run_dir / "summary.json").exists())
-    ):
-        return report_finished_run(run_dir, status)
+    status = run.read_status()
+    if status and status["status"] in ("diverged", "finished"):
+        summary = run.read_json(rundir.SUMMARY_FILE)
+        if status["status"] == "diverged" or summary is not None:
+            return report_finished_run(run, status, summary or {})
+        log.info("%s says finished but its summary is unreadable; evaluating it again", run.path)
 
     try:
         splits = shared_data(cfg.data)
@@ -107,10 +123,18 @@ def train(cfg: config.RunConfig | DictConfig, run_dir: Path) -> dict[str, Any]:
     baseline_val = build.validation_baseline_nll(splits)
 
     # Accepted: from here on, the run dir is this run's.
-    save_run_config(cfg, run_dir)
-    rundir.write_status(run_dir, "running")
+    if parallel.is_main():  # [distributed] process 0 holds the lock for the run's lifetime
+        run.lock("nade-train")
+        if (run.read_status() or {}).get("status") == "running":  # the lock is ours: that attempt is gone
+            log.warning(
+                "the previous attempt in %s ended without a status (killed, or lost with a peer process); resuming",
+                rundir.quote(run.path),
+            )
+    save_run_config(cfg, run)
+    run.write_status("running")
     try:
-        with Checkpointer(run_dir / "checkpoints", cfg.trainer.keep_checkpoints) as checkpointer:
+        checkpoints = run.directory(rundir.CHECKPOINTS_DIR) if parallel.is_main() else run.path / "checkpoints"
+        with Checkpointer(checkpoints, cfg.trainer.keep_checkpoints) as checkpointer:
             state = TrainState.create(params, tx, cfg.seed, cfg.trainer.patience)
             if multiprocess and mesh is not None:  # [distributed] orbax saves and restores global arrays only
                 state = parallel.to_global(state, steps.replicated(mesh))
@@ -126,7 +150,7 @@ def train(cfg: config.RunConfig | DictConfig, run_dir: Path) -> dict[str, Any]:
                     train_ordering,
                     cfg.trainer.eval_batch_size,
                 )
-                on_evaluation = progress_samples(cfg, graphdef, splits, train_ordering, run_dir, logger)
+                on_evaluation = progress_samples(cfg, graphdef, splits, train_ordering, run, logger)
                 state = training_loop(
                     cfg,
                     plan,
@@ -140,24 +164,26 @@ def train(cfg: config.RunConfig | DictConfig, run_dir: Path) -> dict[str, Any]:
                     logger,
                     on_evaluation,
                     rows,
+                    stop_signals,
                 )
+                stop_signals.check(int(state.step), checkpointer)  # the step's checkpoint is saved
                 best_model = nnx.merge(graphdef, parallel.local_copy(state.best_params))
-                metrics = report_final(cfg, best_model, splits, train_ordering, run_dir, logger, int(state.step))
+                metrics = report_final(cfg, best_model, splits, train_ordering, run, logger, int(state.step))
                 metrics.update(
                     {
-                        "val/best_nll": state.best_val_nll,
-                        "train/steps": int(state.step),
-                        "train/stopped_early": bool(state.early_stopping.should_stop),
+                        rundir.VAL_BEST_NLL: state.best_val_nll,
+                        rundir.TRAIN_STEPS: int(state.step),
+                        rundir.TRAIN_STOPPED_EARLY: bool(state.early_stopping.should_stop),
                     }
                 )
                 logger.summary(metrics)
     except RunError as error:
-        rundir.write_status(run_dir, error.status, reason=str(error))
+        run.write_status(error.status, reason=str(error))
         raise
-    except BaseException as error:  # a bug, or Ctrl-C: the run can be resumed
-        rundir.write_status(run_dir, "failed", reason=f"{type(error).__name__}: {error}".splitlines()[0])
+    except BaseException as error:  # a bug, or a second Ctrl-C: the run can be resumed
+        run.write_status("failed", reason=f"{type(error).__name__}: {error}".splitlines()[0])
         raise
-    rundir.write_status(run_dir, "finished", steps=int(state.step), best_val_nll=state.best_val_nll)
+    run.write_status("finished", steps=int(state.step), best_val_nll=state.best_val_nll)
     return metrics
 
 
@@ -190,7 +216,7 @@ def progress_samples(
     graphdef: nnx.GraphDef[DensityModel],
     splits: Splits,
     train_ordering: jax.Array,
-    run_dir: Path,
+    run: RunDir,
     logger: RunLogger,
 ) -> Callable[[Any, int], None] | None:
     """The hook that logs a sample grid every ``trainer.samples_every_evals`` evaluations
@@ -201,17 +227,20 @@ def progress_samples(
 
     def on_evaluation(params: Any, step: int) -> None:
         if (step // cfg.trainer.eval_every) % every == 0:
-            (run_dir / "samples").mkdir(exist_ok=True)
-            log_sample_grid(
+            model = nnx.merge(graphdef, parallel.local_copy(params))
+            path = final.sample_grid(
+                run,
+                f"{rundir.SAMPLES_DIR}/step_{step}.png",
                 cfg,
-                nnx.merge(graphdef, parallel.local_copy(params)),
+                model,
                 splits,
                 train_ordering,
-                run_dir / "samples" / f"step_{step}.png",
-                logger,
-                "train/samples",
-                step,
+                num_samples=cfg.trainer.num_samples,
+                seed=cfg.seed + 1,
+                caption=f"step {step}",
+                model_name=_choices().get("model"),
             )
+            logger.log_image(rundir.TRAIN_SAMPLES, path, step)
 
     return on_evaluation
 
@@ -221,81 +250,65 @@ def report_final(
     model: DensityModel,
     splits: Splits,
     train_ordering: jax.Array,
-    run_dir: Path,
+    run: RunDir,
     logger: RunLogger,
     step: int,
 ) -> dict[str, float]:
-    """Runs the final evaluation on the best parameters and logs it, with a sample grid."""
-    num_orderings = cfg.trainer.num_eval_orderings if model.is_orderless else 0
-    ordering_name = cfg.ordering.label
-    # Orderless models are also evaluated (with profiles) on trainer.eval_orderings: the orderings
-    # the fixed-order runs of a sweep were trained on.
-    named = build.named_orderings(cfg.trainer.eval_orderings, splits) if model.is_orderless else {}
-    result = evaluation.final_evaluation(
+    """Runs the final evaluation (``final``, as nade-eval does) on the best parameters and logs
+    it, with a sample grid under the training ordering."""
+    result = final.evaluate(
+        cfg,
         model,
         splits,
         train_ordering,
-        num_orderings=num_orderings,
+        num_orderings=cfg.trainer.num_eval_orderings,
         orderings_seed=cfg.trainer.eval_orderings_seed,
         batch_size=cfg.trainer.eval_batch_size,
-        train_ordering_name=ordering_name,
-        profile_orderings=named,
     )
     logger.log(dict(result.metrics), step)
     if result.per_ordering:
         logger.log_ordering_table(result.per_ordering, result.ensemble_curve, step)
-    logger.log_profiles(result.profiles, step=step, train_ordering=ordering_name, image_shape=splits.image_shape)
+    logger.log_profiles(
+        result.profiles, step=step, train_ordering=final.ordering_name(cfg), image_shape=splits.image_shape
+    )
     if cfg.trainer.num_samples and parallel.is_main():
-        log_sample_grid(cfg, model, splits, train_ordering, run_dir / "samples.png", logger, "samples", step, best=True)
+        path = final.sample_grid(
+            run,
+            "samples.png",
+            cfg,
+            model,
+            splits,
+            train_ordering,
+            num_samples=cfg.trainer.num_samples,
+            seed=cfg.seed + 1,
+            caption=f"best parameters (ran to step {step})",
+            model_name=_choices().get("model"),
+        )
+        logger.log_image(rundir.SAMPLES, path, step)
     log.info(result.line())
     return dict(result.metrics)
 
 
-def log_sample_grid(
-    cfg: config.RunConfig,
-    model: DensityModel,
-    splits: Splits,
-    ordering: jax.Array | None,
-    path: Path,
-    logger: RunLogger,
-    name: str,
-    step: int,
-    best: bool = False,
-) -> None:
-    """A sample grid titled with the model, the ordering and the step, saved and logged;
-    ``best``: ``model`` holds the best parameters of a run that ended at ``step``."""
-    from nade_jax.report.plots import save_sample_grid
-
-    samples = model.sample(jax.random.key(cfg.seed + 1), cfg.trainer.num_samples, ordering)
-    model_name = _choices().get("model") or type(model).__name__
-    title = (
-        f"{model_name} · ordering {cfg.ordering.label}"
-        f"{' (sampling)' if model.is_orderless else ''} · seed {cfg.seed} · "
-        f"{f'best parameters (ran to step {step})' if best else f'step {step}'}"
-    )
-    pixels, value_range = splits.as_pixels(np.asarray(samples))
-    grid = save_sample_grid(pixels, splits.image_shape, path, title=title, value_range=value_range)
-    logger.log_image(name, grid, step)
-
-
-def report_finished_run(run_dir: Path, status: dict[str, Any]) -> dict[str, Any]:
+def report_finished_run(run: RunDir, status: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """A rerun of a finished (or diverged) run: says so, trains and logs nothing."""
     if status["status"] == "diverged":
-        raise Diverged(f"the run in {run_dir} diverged earlier and is not resumed ({status.get('reason')})")
-    metrics = json.loads((run_dir / "summary.json").read_text())
+        reason = status.get("reason")
+        raise Diverged(f"the run in {rundir.quote(run.path)} diverged earlier and is not resumed ({reason})")
+    test_nll = rundir.as_float(metrics.get(rundir.TEST_NLL))
+    baseline = rundir.as_float(metrics.get(rundir.TEST_BASELINE_NLL))
     log.info(
-        "the run in %s already finished at step %s: test NLL %.3f nats (independent baseline %.3f); nothing "
-        "to do. To evaluate it again: nade-eval run_dir=%s",
-        run_dir,
-        metrics.get("train/steps"),
-        metrics.get("test/nll", float("nan")),
-        metrics.get("test/baseline_nll", float("nan")),
-        run_dir,
+        "the run in %s already finished at step %s: test NLL %s nats (independent baseline %s); nothing "
+        "to do. To evaluate it again: nade-eval %s",
+        run.path,
+        metrics.get(rundir.TRAIN_STEPS),
+        "?" if test_nll is None else f"{test_nll:.3f}",
+        "?" if baseline is None else f"{baseline:.3f}",
+        rundir.override("run_dir", run.path),
     )
     return metrics
 
 
-def save_run_config(cfg: config.RunConfig, run_dir: Path) -> None:
+def save_run_config(cfg: config.RunConfig, run: RunDir) -> None:
     """Saves the run's config (what nade-eval rebuilds it from) and Hydra's record, once,
     all resolved: a run dir holds plain values, no interpolation.
 
@@ -304,21 +317,19 @@ def save_run_config(cfg: config.RunConfig, run_dir: Path) -> None:
     """
     if not parallel.is_main():  # [distributed] process 0 writes the run files
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
     plain = config.to_container(cfg)
-    if not (run_dir / "config.yaml").exists():
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
-    record_versions(run_dir)
+    if not run.exists(rundir.CONFIG_FILE):
+        run.write_text(rundir.CONFIG_FILE, yaml.safe_dump(plain, sort_keys=False))
+    record_versions(run)
     try:
         hydra_cfg = HydraConfig.get()
     except ValueError:  # called outside a Hydra app
         return
-    record = run_dir / ".hydra"
-    if not (record / "config.yaml").exists():
-        record.mkdir(exist_ok=True)
-        (record / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
-        (record / "hydra.yaml").write_text(yaml.safe_dump({"hydra": _resolved(hydra_cfg)}, sort_keys=False))
-        OmegaConf.save(hydra_cfg.overrides.task, record / "overrides.yaml")
+    if not run.exists(rundir.HYDRA_CONFIG_FILE):
+        record = rundir.HYDRA_DIR
+        run.write_text(f"{record}/hydra.yaml", yaml.safe_dump({"hydra": _resolved(hydra_cfg)}, sort_keys=False))
+        run.write_with(f"{record}/overrides.yaml", lambda tmp: OmegaConf.save(hydra_cfg.overrides.task, tmp))
+        run.write_text(rundir.HYDRA_CONFIG_FILE, yaml.safe_dump(plain, sort_keys=False))
 
 
 def _resolved(node: Any) -> Any:
@@ -401,9 +412,6 @@ def open_logger(cfg: config.RunConfig, run_dir: Path, resume_step: int) -> RunLo
     return RunLogger(run_dir, wandb_run, resume_step=resume_step)
 
 
-EXIT_CODES = {"failed": 2, "diverged": 3}
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _app(cfg: DictConfig) -> float:
     """Trains one configuration; returns the best validation NLL (what sweepers optimise).
@@ -417,6 +425,8 @@ def _app(cfg: DictConfig) -> float:
     multirun = hydra_cfg.mode == hydra.types.RunMode.MULTIRUN
     try:
         metrics = train(cfg, run_dir)
+    except Preempted as error:
+        stopped(error, hydra_cfg, run_dir)
     except RunError as error:
         failure = (error.status, " ".join(str(error).split()))  # one line, whatever the message
     except Exception as error:
@@ -426,17 +436,42 @@ def _app(cfg: DictConfig) -> float:
         failure = ("failed", f"{type(error).__name__}: {error}".splitlines()[0])
     else:
         rundir.record_job(hydra_cfg, run_dir, "finished", None)
-        return float(metrics.get("val/best_nll", float("nan")))
+        return float(metrics.get(rundir.VAL_BEST_NLL, float("nan")))
     status, reason = failure
     (log.info if status == "skipped" else log.error)(
         "nade-train: %s%s", "" if status == "skipped" else "error: ", reason
     )
-    if rundir.read_status(run_dir) is None and not (run_dir / "config.yaml").exists():
-        rundir.write_status(run_dir, status, reason=reason)  # a fresh dir: record why nothing ran
+    run = RunDir(run_dir)
+    if status != "locked" and run.holder() is None and run.read_status() is None and not run.exists("config.yaml"):
+        run.write_status(status, reason=reason)  # a fresh dir: record why nothing ran
     rundir.record_job(hydra_cfg, run_dir, status, reason)
     if multirun:
         return float("nan")
-    sys.exit(EXIT_CODES.get(status, 2))
+    sys.exit(rundir.EXIT_CODES.get(status, 2))
+
+
+def stopped(error: Preempted, hydra_cfg: Any, run_dir: Path) -> NoReturn:
+    """After a stop signal: records the job, prints one line naming the command that resumes
+    the run (a multirun: the whole sweep, whose finished jobs are then skipped) and exits with
+    75 (preempted) or 130 (interrupted); under submitit, its requeue handler runs first."""
+    rundir.record_job(hydra_cfg, run_dir, error.status, str(error))
+    multirun = hydra_cfg.mode == hydra.types.RunMode.MULTIRUN
+    log.error("nade-train: %s: %s. Resume with: %s", error.status, error, resume_command(hydra_cfg, multirun))
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    hand_over(error.signum)  # submitit: requeue
+    sys.exit(rundir.EXIT_CODES[error.status])
+
+
+def resume_command(hydra_cfg: Any, multirun: bool) -> str:
+    """The command line that resumes this run (or sweep): this one, with its dir pinned."""
+    key, directory = (
+        ("hydra.sweep.dir", hydra_cfg.sweep.dir) if multirun else ("hydra.run.dir", hydra_cfg.runtime.output_dir)
+    )
+    kept = [a for a in sys.argv[1:] if not a.startswith((f"{key}=", "hydra.run.dir=", "hydra.sweep.dir="))]
+    if multirun and not any(a in ("-m", "--multirun") for a in kept):
+        kept.insert(0, "-m")
+    return " ".join([shlex.join(["nade-train", *kept]), rundir.override(key, Path(directory).absolute())])
 
 
 def multirun_flag(argv: list[str]) -> list[str]:
@@ -465,7 +500,7 @@ def main() -> None:
         config.check_overrides(sys.argv[1:], config.RunConfig)
     except ConfigError as error:
         print(f"nade-train: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_CODES["failed"])
+        sys.exit(rundir.EXIT_CODES["failed"])
     sys.argv[1:] = multirun_flag(sys.argv[1:])
     _app()
 

@@ -19,12 +19,13 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from nade_jax import parallel
+from nade_jax.run.errors import RunError
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(ValueError):
-    """No readable checkpoint where one is needed; the message names the directory."""
+class CheckpointError(RunError):
+    """No readable checkpoint where one is needed; the message names the directory (one line)."""
 
 
 class Checkpointer:
@@ -40,9 +41,15 @@ class Checkpointer:
         # One unnamed item with an explicit handler: orbax otherwise infers the item layout from
         # the step dirs, and one damaged (e.g. empty) step dir then makes every step unreadable.
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only, read_only=read_only)
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
-        )
+        try:
+            self.manager = ocp.CheckpointManager(
+                self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+            )
+        except Exception as error:  # noqa: BLE001  orbax reads every step's metadata here; any damage
+            raise CheckpointError(
+                f"the checkpoints in {self.directory} are unreadable ({type(error).__name__}: {_first_line(error)}); "
+                f"nothing was changed. Move the damaged step dir aside (or restore it) and rerun"
+            ) from None
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -76,7 +83,7 @@ class Checkpointer:
             try:
                 state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
             except Exception as error:  # noqa: BLE001  orbax/tensorstore raise many types for damaged files
-                reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                reason = _first_line(error)
                 log.warning(
                     "checkpoint step %d in %s is unreadable (%s: %s); falling back to an earlier step",
                     step,
@@ -104,3 +111,8 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__

@@ -594,13 +594,12 @@ def load_run_config(run_dir: Path) -> RunConfig:
     or resolver) is refused before anything is parsed; classes are built only by registry key;
     old configs' ``_target_`` of the project's classes map to their keys; keys added since the
     run was saved take their defaults. Messages name the key and never show a value."""
-    path = Path(run_dir) / "config.yaml"
-    _require(path.is_file(), f"run_dir must be a nade-train run dir holding config.yaml, got {run_dir}")
-    where = f"run_dir {run_dir}: config.yaml"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{where} is not readable ({type(error).__name__})") from None
+    from nade_jax.run.rundir import CONFIG_FILE, RunDir, quote  # here: rundir imports this module's types
+
+    text = RunDir(run_dir).read_text(CONFIG_FILE)  # never through a link; unreadable: None and one line
+    if text is None:
+        raise ConfigError(f"run_dir must be a nade-train run dir holding a readable config.yaml, got {quote(run_dir)}")
+    where = f"run_dir {quote(run_dir)}: config.yaml"
     _require("${" not in text, f"{where} holds an interpolation ('${{'); a run dir's config must be plain values")
     try:
         data = yaml.safe_load(text)

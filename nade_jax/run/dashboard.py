@@ -16,8 +16,6 @@ per ordering); ``<prefix>/heat_map`` (image: the NLL of each pixel, one panel pe
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -46,11 +44,9 @@ def write_profiles(
         "image_shape": list(image_shape) if image_shape is not None else None,
         "orderings": profiles,
     }
-    path = Path(run_dir) / file_name
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
-    return path
+    from nade_jax.run.rundir import RunDir  # the run dir's owner: atomic, no links, valid JSON
+
+    return RunDir(run_dir).write_json(file_name, record, indent=None)
 
 
 def heat_maps(profiles: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:

@@ -21,3 +21,23 @@ class Diverged(RunError):
     """Training diverged (NaN/inf loss, or validation NLL far above the baseline)."""
 
     status = "diverged"
+
+
+class RunDirLocked(RunError):
+    """Another live process holds the run dir's lock; nothing in the dir was touched."""
+
+    status = "locked"
+
+
+class UnsafeRunDir(RunError):
+    """A path below a run dir is a symlink (or leaves the dir); nothing was written through it."""
+
+    detail = ""  # the path and what is wrong with it, without the refusal
+
+
+class Preempted(RunError):
+    """A signal (SIGTERM, SIGUSR1: preemption; SIGINT: Ctrl-C) ended the run after a checkpoint;
+    rerunning the same command resumes it."""
+
+    status = "preempted"  # or "interrupted" (SIGINT)
+    signum = 0  # the signal that stopped the run

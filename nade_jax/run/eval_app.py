@@ -2,28 +2,31 @@
 
     nade-eval run_dir=outputs/2026-11-27/10-00-00 num_orderings=128
 
-Rebuilds the run's best parameters from its run dir (read-only, falling back past damaged
-checkpoints, refusing any foreign ``_target_``) and runs ``evaluation.final_evaluation`` with
-K orderings; writes ``<run_dir>/eval_K<K>.json`` and a sample grid.
+Rebuilds the run's best parameters from its run dir (falling back past damaged checkpoints,
+refusing any foreign ``_target_``) and runs the final evaluation of nade-train (``final``) with
+K orderings. It holds the run dir's lock while it runs (and refuses while nade-train holds it),
+and writes, through the run dir's owner (atomic, never through a link): ``eval_K<K>.json``,
+``eval_K<K>_profiles.json``, ``samples_eval_K<K>.png`` (under the model's training ordering),
+its logs under ``eval/`` and, with ``log_to_run``, the run's W&B dir. Exits 0, 2 (refused or
+failed) or 3 (the run diverged, or its parameters give a non-finite NLL).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
-import jax
-import numpy as np
 from omegaconf import DictConfig
 
 from nade_jax import CONFIG_DIR, evaluation
-from nade_jax.run import build, config, dashboard, errors
-from nade_jax.run.errors import RunError
+from nade_jax.run import build, config, dashboard, errors, final, rundir
+from nade_jax.run.errors import Diverged, RunError, UnsafeRunDir
 from nade_jax.run.loggers import run_id_for, start_wandb
+from nade_jax.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,26 @@ def check_arguments(argv: list[str]) -> None:
         if arg.partition("=")[0].lstrip("+") != "run_dir":
             continue
         for run_dir in _run_dir_values(arg):
-            if not (Path(run_dir) / "config.yaml").is_file():
-                _fail(f"run_dir must be a nade-train run dir holding config.yaml, got {run_dir!r}")
+            problem = check_run_dir(RunDir(run_dir))
+            if problem:
+                _fail(problem)
+
+
+def check_run_dir(run: RunDir) -> str | None:
+    """Why nade-eval cannot evaluate ``run`` now (one line), or None: no config.yaml, a link
+    where nade-eval writes, or a nade-train run that holds the run dir."""
+    if not (run.path.is_dir() and run.exists(rundir.CONFIG_FILE) and (run.path / rundir.CONFIG_FILE).is_file()):
+        return f"run_dir must be a nade-train run dir holding config.yaml, got {rundir.quote(run.path)}"
+    if (run.path / rundir.CONFIG_FILE).is_symlink():
+        return f"{rundir.quote(run.path / rundir.CONFIG_FILE)} is a symlink; refusing to follow it"
+    try:
+        run.check(rundir.EVAL_DIR)  # Hydra writes nade-eval's log below it, before the app runs
+    except UnsafeRunDir as error:
+        return str(error)
+    holder = run.holder()
+    if holder is not None:
+        return f"{rundir.quote(run.path)} is in use by {holder}; evaluate it when that ends"
+    return None
 
 
 def _run_dir_values(arg: str) -> list[str]:
@@ -69,57 +90,80 @@ def _run_dir_values(arg: str) -> list[str]:
 
 
 def evaluate_run(cfg: config.EvalConfig | DictConfig) -> Path:
-    """Evaluates the run at ``cfg.run_dir``; returns the path of the written JSON. ``cfg``: the
-    typed config, or a composed one (converted here, once)."""
+    """Evaluates the run at ``cfg.run_dir`` under its lock; returns the path of the written JSON.
+    ``cfg``: the typed config, or a composed one (converted here, once).
+
+    Raises ``Diverged`` for a run that diverged (before any work) and for parameters whose test
+    NLL is not finite (after writing the record, whose ``status`` says so).
+    """
     if not isinstance(cfg, config.EvalConfig):
         cfg = config.parse_eval(cfg)
-    run_dir = Path(cfg.run_dir)
-    run = build.restore_run(run_dir)
-    train_ordering = build.make_ordering(run.cfg.ordering, run.splits)
-    ordering_name = run.cfg.ordering.label
-    named = build.named_orderings(run.cfg.trainer.eval_orderings, run.splits) if run.model.is_orderless else {}
-    result = evaluation.final_evaluation(
-        run.model,
-        run.splits,
+    run = RunDir(cfg.run_dir)
+    problem = check_run_dir(run)
+    if problem:
+        raise errors.ConfigError(problem)
+    run.lock("nade-eval")
+    try:
+        return _evaluate(cfg, run)
+    finally:
+        run.unlock()
+
+
+def _evaluate(cfg: config.EvalConfig, run: RunDir) -> Path:
+    status = run.read_status()
+    if status is not None and status["status"] == "diverged":
+        raise Diverged(f"the run in {rundir.quote(run.path)} diverged; it has no result to evaluate")
+    restored = build.restore_run(run.path)
+    train_ordering = build.make_ordering(restored.cfg.ordering, restored.splits)
+    result = final.evaluate(
+        restored.cfg,
+        restored.model,
+        restored.splits,
         train_ordering,
         num_orderings=cfg.num_orderings,
         orderings_seed=cfg.seed,
         batch_size=cfg.batch_size,
         chunk_size=cfg.chunk_size,
-        train_ordering_name=ordering_name,
-        profile_orderings=named,
     )
+    finite = all(math.isfinite(float(v)) for v in result.metrics.values())
     record = {
-        "run_dir": str(run_dir),
-        "checkpoint_step": run.step,
+        "run_dir": str(run.path),
+        "status": "finished" if finite else "non-finite",
+        "checkpoint_step": restored.step,
         "num_orderings": cfg.num_orderings,
-        "metrics": result.metrics,
+        "metrics": result.metrics,  # a non-finite value is written as "nan" / "inf" (rundir.json_ready)
         "per_ordering": result.per_ordering,
         "ensemble": {str(k): v for k, v in result.ensemble_curve.items()},
     }
-    out = run_dir / f"eval_K{cfg.num_orderings}.json"
-    out.write_text(json.dumps(record, indent=2))
-    if cfg.num_samples and run.splits.image_shape is not None:
-        from nade_jax.report.plots import save_sample_grid
-
-        _names, eval_orderings = evaluation.evaluation_orderings(
-            run.splits.num_inputs, cfg.num_orderings, cfg.seed, run.model
-        )
-        samples = run.model.sample(jax.random.key(cfg.seed), cfg.num_samples, eval_orderings[0])
-        pixels, value_range = run.splits.as_pixels(np.asarray(samples))
-        save_sample_grid(
-            pixels, run.splits.image_shape, run_dir / f"samples_eval_K{cfg.num_orderings}.png", value_range=value_range
+    name = f"eval_K{cfg.num_orderings}"
+    out = run.write_json(f"{name}.json", record)
+    if cfg.num_samples and restored.splits.image_shape is not None:
+        final.sample_grid(
+            run,
+            f"samples_eval_K{cfg.num_orderings}.png",
+            restored.cfg,
+            restored.model,
+            restored.splits,
+            train_ordering,
+            num_samples=cfg.num_samples,
+            seed=cfg.seed,
+            caption=f"nade-eval, best parameters (step {restored.step})",
         )
     dashboard.write_profiles(
-        run_dir,
+        run.path,
         result.profiles,
-        step=run.step,
-        train_ordering=ordering_name,
-        image_shape=run.splits.image_shape,
-        file_name=f"eval_K{cfg.num_orderings}_profiles.json",
+        step=restored.step,
+        train_ordering=final.ordering_name(restored.cfg),
+        image_shape=restored.splits.image_shape,
+        file_name=f"{name}_profiles.json",
     )
+    if not finite:
+        raise Diverged(
+            f"the parameters in {rundir.quote(run.path)} give a non-finite test NLL ({result.line()}); "
+            f"recorded in {rundir.quote(out)}"
+        )
     if cfg.log_to_run:
-        log_to_wandb_run(run, run_dir, result, cfg.num_orderings)
+        log_to_wandb_run(restored, run.path, result, cfg.num_orderings)
     log.info("%s  ->  %s", result.line(), out)
     return out
 
@@ -182,7 +226,7 @@ def _app(cfg: DictConfig) -> None:
         evaluate_run(cfg)
     except RunError as error:
         log.error("nade-eval: error: %s", " ".join(str(error).split()))
-        sys.exit(2)
+        sys.exit(rundir.EXIT_CODES.get(error.status, 2))
 
 
 def main() -> None:

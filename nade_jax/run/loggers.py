@@ -10,20 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import netrc
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from nade_jax.run.errors import Preempted, UnsafeRunDir
+from nade_jax.run.rundir import FINAL_PREFIXES, METRICS_FILE, SUMMARY_FILE, WANDB_DIR, RunDir, json_ready
 
 if TYPE_CHECKING:
     import wandb
 
 log = logging.getLogger(__name__)
-
-# Values logged once per run, by the final evaluation: a resumed attempt drops any that a
-# killed attempt left behind, so that they appear once.
-FINAL_PREFIXES = ("test/", "samples")
 
 
 class BelowWarning(logging.Filter):
@@ -33,36 +32,35 @@ class BelowWarning(logging.Filter):
         return record.levelno < logging.WARNING
 
 
-def drop_rows_after(path: Path, step: int) -> int:
-    """Rewrites a metrics.jsonl keeping rows with ``step <= step`` that are not final-evaluation
-    rows; atomic. Returns the number of rows dropped (a killed attempt's rows past its last
-    checkpoint, which the resumed attempt logs again with the same values)."""
-    if not path.exists():
-        return 0
-    kept, dropped = [], 0
-    for line in path.read_text().splitlines():
+class RunLogFile(logging.FileHandler):
+    """Hydra's per-run log file (``hydra/job_logging/nade.yaml``), opened like every run file:
+    never through a link planted at ``<run dir>/<job>.log``. Such a link is named in one warning
+    line and the run logs to the console only."""
+
+    def _open(self) -> Any:
+        path = Path(self.baseFilename)
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            dropped += 1
-            continue
-        if record.get("step", 0) > step or any(k.startswith(FINAL_PREFIXES) for k in record if k != "step"):
-            dropped += 1
-        else:
-            kept.append(line)
+            return RunDir(path.parent).open_append(path.name)
+        except UnsafeRunDir as error:
+            print(f"warning: {error.detail}; the run's log file is not written", file=sys.stderr)
+            return open(os.devnull, "a")
+
+
+def drop_rows_after(run: RunDir, step: int) -> int:
+    """Rewrites metrics.jsonl keeping rows with ``step <= step`` that are not final-evaluation
+    rows; atomic. Returns the number of rows dropped (a killed attempt's rows past its last
+    checkpoint, which the resumed attempt logs again with the same values; malformed lines)."""
+    text = run.read_text(METRICS_FILE)
+    if text is None:
+        return 0
+    rows = run.read_metrics()
+    kept = [
+        r for r in rows if r.get("step", 0) <= step and not any(k.startswith(FINAL_PREFIXES) for k in r if k != "step")
+    ]
+    dropped = len(text.splitlines()) - len(kept)
     if dropped:
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        run.write_text(METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
     return dropped
-
-
-def _json_ready(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def _has_api_key() -> bool:
@@ -84,26 +82,30 @@ class RunLogger:
     def __init__(self, run_dir: Path, wandb_run: wandb.Run | None = None, resume_step: int = 0) -> None:
         """``resume_step``: the step this attempt starts from; rows a killed attempt logged
         after it (and any final-evaluation rows) are dropped first, so each step appears once."""
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        dropped = drop_rows_after(self.run_dir / "metrics.jsonl", resume_step)
+        self.run = RunDir(run_dir)
+        self.run_dir = self.run.path
+        dropped = drop_rows_after(self.run, resume_step)
         if dropped:
             log.info(
                 "dropped %d metrics.jsonl rows logged after step %d by an interrupted attempt", dropped, resume_step
             )
         # Open for the whole run (line-buffered, so a kill loses no row); close() closes it.
-        self._file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        self._file = self.run.open_append(METRICS_FILE)
         self.wandb_run = wandb_run
 
     def __enter__(self) -> RunLogger:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None, *_: object) -> None:
+        if isinstance(error, Preempted) and self.wandb_run is not None:
+            # The W&B run shows why it stopped; it is resumed (same id) by the rerun.
+            self.wandb_run.summary.update({"status": error.status, "stopped_by": str(error)})
+            self.wandb_run.mark_preempting()
         self.close(failed=exc_type is not None)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Logs scalar (or list) metrics at ``step``."""
-        record = {"step": int(step), **{k: _json_ready(v) for k, v in metrics.items()}}
+        record = {"step": int(step), **{k: json_ready(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(record) + "\n")
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=int(step))
@@ -167,8 +169,10 @@ class RunLogger:
             self.wandb_run.log(dashboard.wandb_payload(profiles, image_shape, self.run_dir, prefix), step=int(step))
 
     def log_image(self, name: str, path: Path, step: int) -> None:
-        """Records a saved PNG (its path in jsonl, a ``wandb.Image`` in W&B)."""
-        self._file.write(json.dumps({"step": int(step), name: str(path)}) + "\n")
+        """Records a saved PNG (in jsonl its path relative to the run dir, which may move; a
+        ``wandb.Image`` in W&B)."""
+        shown = Path(path).relative_to(self.run_dir) if Path(path).is_relative_to(self.run_dir) else path
+        self._file.write(json.dumps({"step": int(step), name: str(shown)}) + "\n")
         if self.wandb_run is not None:
             import wandb
 
@@ -176,8 +180,8 @@ class RunLogger:
 
     def summary(self, metrics: dict[str, Any]) -> None:
         """Final values: written to ``summary.json`` and the W&B run summary."""
-        clean = {k: _json_ready(v) for k, v in metrics.items()}
-        (self.run_dir / "summary.json").write_text(json.dumps(clean, indent=2))
+        clean = {k: json_ready(v) for k, v in metrics.items()}
+        self.run.write_json(SUMMARY_FILE, clean)
         if self.wandb_run is not None:
             self.wandb_run.summary.update(metrics)
 
@@ -216,6 +220,7 @@ def start_wandb(
     except ImportError:
         log.warning("W&B: wandb is not installed; logging to metrics.jsonl only")
         return None
+    RunDir(run_dir).directory(WANDB_DIR)  # W&B writes below run_dir/wandb: no planted link there
     mode = mode or os.environ.get("WANDB_MODE") or ("online" if _has_api_key() else "offline")
     settings = wandb.Settings(init_timeout=30, silent=True, console="off")
     for attempt_mode in dict.fromkeys([mode, "offline"]):

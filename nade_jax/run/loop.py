@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import jax
@@ -18,9 +22,10 @@ from tqdm.auto import tqdm
 from nade_jax import parallel, steps
 from nade_jax.data import Splits
 from nade_jax.data.preprocess import dynamic_binarize
+from nade_jax.run import rundir
 from nade_jax.run.checkpoint import Checkpointer
 from nade_jax.run.config import DivergenceConfig, RunConfig, TrainingPlan
-from nade_jax.run.errors import Diverged
+from nade_jax.run.errors import Diverged, Preempted
 from nade_jax.run.loggers import RunLogger
 from nade_jax.run.state import TrainState, as_arrays
 
@@ -73,6 +78,78 @@ def divergence_reason(
     return None, count
 
 
+# The signals that stop a run after its current step, and the status each gives.
+STOP_SIGNALS: dict[int, str] = {signal.SIGTERM: "preempted", signal.SIGUSR1: "preempted", signal.SIGINT: "interrupted"}
+
+
+class StopSignals:
+    """Turns SIGTERM, SIGUSR1 (Slurm's ``--signal``, TPU preemption) and SIGINT (Ctrl-C) into a
+    request that the loop honours after the current step: checkpoint, status, one line, exit.
+
+    Under submitit (hydra's submitit launcher), its preemption signal (``SUBMITIT_PREEMPT_SIGNAL``,
+    USR2 by default) is taken too: the step ends and the checkpoint is saved first, then
+    submitit's own handler runs (``hand_over``), which requeues the job and exits; the
+    requeued job reruns into the same run dir and resumes. A second Ctrl-C stops at once.
+    Installed in the main thread only (Python delivers signals there); elsewhere a no-op.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def signals(self) -> dict[int, str]:
+        names: dict[int, str] = dict(STOP_SIGNALS)
+        submitit = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+        if submitit is not None and callable(signal.getsignal(submitit)):  # submitit's requeue handler
+            names[submitit] = "preempted"
+        return names
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals():
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
+        self.received = signum
+        log.info("nade-train: got %s; stopping after this step", signal.Signals(signum).name)
+
+    def check(self, step: int, checkpointer: Checkpointer, state: TrainState | None = None, saved: bool = True) -> None:
+        """Raises ``Preempted`` when a signal came, after the checkpoint of ``step`` is complete:
+        ``state`` is saved first unless ``saved`` (the loop saved it at this step, or it is the
+        step the run started from)."""
+        if self.received is None:
+            return
+        if not saved and state is not None and _all_finite(state.params):
+            checkpointer.save(step, state)
+        checkpointer.manager.wait_until_finished()
+        name = signal.Signals(self.received).name
+        error = Preempted(
+            f"{name} at step {step}" + (", whose checkpoint is saved" if step else ", before any training")
+        )
+        error.status = STOP_SIGNALS.get(self.received, "preempted")
+        error.signum = self.received
+        raise error
+
+
+def hand_over(signum: int) -> None:
+    """After a stop by submitit's preemption signal (not one of ``STOP_SIGNALS``): runs the
+    handler submitit installed for it (restored when the run ended), which requeues the job
+    and exits; for the other signals, nothing."""
+    if not signum or signum in STOP_SIGNALS:
+        return
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, None)
+
+
 def training_loop(
     cfg: RunConfig,
     plan: TrainingPlan,
@@ -86,10 +163,13 @@ def training_loop(
     logger: RunLogger,
     on_evaluation: Callable[[Any, int], None] | None = None,
     rows: np.ndarray | None = None,
+    stop_signals: StopSignals | None = None,
 ) -> TrainState:
     """Steps from ``state.step`` to the end, early stopping or divergence; checkpoints as it goes.
 
     ``rows``: the indices of this process's rows in each global batch (None: all of them).
+    ``stop_signals``: a signal ends the loop after the current step, with a checkpoint at it
+    (``Preempted``).
 
     Raises ``Diverged`` on a NaN/inf loss (within one step) or when the divergence rule
     fires; the newest checkpoint with finite parameters (and its best parameters) is kept.
@@ -107,6 +187,8 @@ def training_loop(
         dynamic_ncols=True,
         disable=not (trainer.progress and sys.stderr.isatty() and sys.stdout.isatty()),
     )
+    stop_signals = stop_signals or StopSignals()
+    stop_signals.check(start, checkpointer)  # a signal during start-up: nothing trained yet
     params, opt_state = state.params, state.opt_state
     with progress:
         for step in range(start, plan.total_steps):
@@ -127,7 +209,7 @@ def training_loop(
             progress.update(1)
             state = state.replace(step=jnp.asarray(done), params=params, opt_state=opt_state)
             if done % trainer.log_every == 0:
-                logger.log({"train/loss": loss_value}, done)
+                logger.log({rundir.TRAIN_LOSS: loss_value}, done)
                 progress.set_postfix(loss=f"{loss_value:.3f}", best_val=f"{state.best_val_nll:.3f}")
             is_last = done == plan.total_steps
             diverged = None
@@ -141,11 +223,12 @@ def training_loop(
                     best_params=best_params,
                     evals_far_above=jnp.asarray(far_count),
                 )
-                logger.log({"val/nll": val, "val/best_nll": state.best_val_nll}, done)
+                logger.log({rundir.VAL_NLL: val, rundir.VAL_BEST_NLL: state.best_val_nll}, done)
                 if on_evaluation is not None and math.isfinite(val):
                     on_evaluation(params, done)
             stop = bool(state.early_stopping.should_stop)
-            if (done % trainer.checkpoint_every == 0 or is_last or stop or diverged) and _all_finite(params):
+            saved = (done % trainer.checkpoint_every == 0 or is_last or stop or bool(diverged)) and _all_finite(params)
+            if saved:
                 checkpointer.save(done, state)
             if diverged:
                 checkpointer.manager.wait_until_finished()
@@ -159,4 +242,5 @@ def training_loop(
                     "early stopping at step %d: no validation improvement in %s evaluations", done, trainer.patience
                 )
                 break
+            stop_signals.check(done, checkpointer, state, saved)
     return state

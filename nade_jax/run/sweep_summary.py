@@ -8,7 +8,6 @@ reason, and exits with status 1 if any job failed, so that scripts and CI see it
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -17,16 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-
-def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The recorded outcomes of a sweep's jobs, by job number."""
-    records = []
-    for path in sorted((Path(sweep_dir) / ".jobs").glob("*.json")):
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            records.append({"job": path.stem, "dir": "?", "status": "failed", "reason": f"unreadable record {path}"})
-    return sorted(records, key=lambda r: int(r["job"]) if str(r["job"]).isdigit() else -1)
+from nade_jax.run.rundir import read_jobs
 
 
 def summary_lines(records: list[dict[str, Any]]) -> list[str]:

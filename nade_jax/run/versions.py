@@ -6,13 +6,13 @@ CONTRIBUTING.md); the versions recorded here say which lock, or which versions, 
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 from importlib import metadata
 from pathlib import Path
 
 from nade_jax import compile_cache
+from nade_jax.run.rundir import VERSIONS_FILE, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ LIBRARIES: tuple[str, ...] = (
 
 NOT_INSTALLED = "not installed"
 # Beside config.yaml in every run dir.
-VERSIONS_FILE = "versions.json"
 
 
 def library_versions(libraries: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
@@ -58,16 +57,16 @@ def run_versions() -> dict[str, str]:
     return {**library_versions(), "compile_cache": str(cache_dir) if cache_dir else "off"}
 
 
-def record_versions(run_dir: Path) -> dict[str, str]:
+def record_versions(run_dir: Path | RunDir) -> dict[str, str]:
     """Writes ``run_dir/versions.json`` (beside config.yaml) with the versions a run starts
     with (``run_versions``), once, and returns the current versions. A resumed attempt under other versions
     keeps the file and logs one warning naming what changed."""
-    path = Path(run_dir) / VERSIONS_FILE
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     current = library_versions()
-    if not path.exists():
-        path.write_text(json.dumps(run_versions(), indent=2) + "\n")
+    saved = run.read_json(VERSIONS_FILE)  # a malformed file: one warning, then rewritten
+    if saved is None:
+        run.write_json(VERSIONS_FILE, run_versions())
         return current
-    saved = json.loads(path.read_text())
     changed = [f"{name} {saved.get(name)} -> {new}" for name, new in current.items() if saved.get(name) != new]
     if changed:
         log.warning("resuming %s under other library versions than it started with: %s", run_dir, "; ".join(changed))
