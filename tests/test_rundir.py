@@ -23,6 +23,7 @@ from test_train import compose_config, read_jsonl
 
 from nade_jax.run import build, eval_app, final, loop, rundir
 from nade_jax.run.app import train
+from nade_jax.run.config import parse_run
 from nade_jax.run.errors import ConfigError, Diverged, Preempted, RunDirLocked, RunDirMismatch, UnsafeRunDir
 from nade_jax.run.rundir import RunDir
 
@@ -412,7 +413,7 @@ def test_nade_eval_on_a_diverged_run_exits_nonzero_and_non_finite_json_is_valid(
 def test_nade_eval_draws_its_grid_under_the_models_training_ordering(tmp_path, monkeypatch):
     """A fixed-order model trained under random_3: nade-train and nade-eval sample under it."""
     run_dir = tmp_path / "run"
-    overrides = [*TINY, "ordering=random", "ordering.seed=3", "trainer.samples_every_evals=null"]
+    overrides = [*TINY, "ordering=random", "ordering.seed=3", "trainer.samples_every_evals=0"]
     from nade_jax.models import BinaryNADE as NADE
 
     sample = NADE.sample
@@ -425,8 +426,8 @@ def test_nade_eval_draws_its_grid_under_the_models_training_ordering(tmp_path, m
     monkeypatch.setattr(NADE, "sample", spy)
     train(compose_config(overrides), run_dir)
     eval_app.evaluate_run(eval_config(run_dir, log_to_run=False))
-    cfg = compose_config(overrides)
-    trained_under = np.asarray(build.make_ordering(cfg, build.load_data(cfg.data)))
+    cfg = parse_run(compose_config(overrides))
+    trained_under = np.asarray(build.make_ordering(cfg.ordering, build.load_data(cfg.data)))
     assert not np.array_equal(trained_under, np.arange(trained_under.size))
     assert len(used) == 2  # nade-train's final grid, then nade-eval's
     for ordering in used:
@@ -464,7 +465,8 @@ def test_init_from_a_run_dir_with_a_planted_config_link_stops_in_one_line(finish
     shutil.copy(source / "config.yaml", elsewhere)
     (source / "config.yaml").unlink()
     (source / "config.yaml").symlink_to(elsewhere)
-    with pytest.raises(ConfigError, match=rf"^run_dir must be a nade-train run dir holding config.yaml, got {source}$"):
+    expected = rf"^run_dir must be a nade-train run dir holding a readable config.yaml, got {source}$"
+    with pytest.raises(ConfigError, match=expected):
         train(compose_config([*TINY, f"init_from={source}"]), tmp_path / "new")
     assert not (tmp_path / "new").exists()  # refused before the new run dir was made
 

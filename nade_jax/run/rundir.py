@@ -81,7 +81,7 @@ def check_rerun(cfg: RunConfig, run_dir: Path) -> RunConfig:
     if not run.exists(CONFIG_FILE):
         if run.has_checkpoints():
             raise RunDirMismatch(
-                f"hydra.run.dir {quote(run.path)} holds checkpoints but no {CONFIG_FILE}, so whether it is the same "
+                f"hydra.run.dir {quote(run.path)} holds checkpoints but no readable {CONFIG_FILE}, so whether it is the same "
                 f"run cannot be checked. Nothing was changed; restore {CONFIG_FILE} from the run's "
                 f"{HYDRA_CONFIG_FILE} or its W&B config, or choose another hydra.run.dir"
             )
