@@ -102,8 +102,8 @@ def test_orderless_run_reports_orderings_and_ensembles(tmp_path):
         (["trainer.batch_size=-1"], "trainer.batch_size must be an integer >= 1"),
         (
             ["model=mog_nade"],
-            "needs real data, but data=digits is binary; use data=digits_real, data=mnist5k_real or data=rgb_patches_real, "
-            "or model=nade",
+            "needs real data, but data=digits is binary; use data=digits_real, data=mnist5k_real or "
+            "data=rgb_patches_real, or model=nade",
         ),
         # The suggestion names a model for the data given (the old message suggested model=nade here).
         (

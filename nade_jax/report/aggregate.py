@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 from jax.typing import ArrayLike
 
-from nade_jax.report.records import (
+from nade_jax.report.records import Run
+from nade_jax.run.dashboard import heat_maps
+from nade_jax.run.rundir import (
     TEST_BASELINE_NLL,
     TEST_ENSEMBLE_CURVE_K,
     TEST_ENSEMBLE_CURVE_NLL,
@@ -31,9 +33,7 @@ from nade_jax.report.records import (
     TEST_NLL_NUM_ORDERINGS,
     TEST_NLL_PER_ORDERING,
     TEST_ORDERING_NAMES,
-    Run,
 )
-from nade_jax.run.dashboard import heat_maps
 
 CONFIDENCE = 0.95
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from nade_jax.report import aggregate, plots
 from nade_jax.report.files import UnsafePath, prepare_output_dir, read_bytes, shown, write_atomic
-from nade_jax.report.records import SAMPLES_FILE, STEP, TRAIN_STEPS, Run, Sweep, read_sweep
+from nade_jax.report.records import STEP, Run, Sweep, read_sweep
 from nade_jax.report.render import (
     Block,
     Bullets,
@@ -28,6 +28,7 @@ from nade_jax.report.render import (
     to_html,
     to_markdown,
 )
+from nade_jax.run.rundir import SAMPLES_FILE, TRAIN_STEPS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -11,9 +11,9 @@ A run dir may come from someone else, so it is read as data:
   left out of the figures; it never stops the report of the rest of the sweep;
 * notes name the file and what was wrong with it, never its contents.
 
-The metric keys and file names are named once here (``TEST_NLL``, ``METRICS_FILE``, ...). The
-run side will define the metric keys once (``nade_jax.run.rundir``); these constants are to
-be replaced by imports of that definition when both are merged.
+The metric keys and file names are those of the run dir's owner (``nade_jax.run.rundir``),
+their one definition; this module reads the files with its own no-follow reader, which never
+writes and collects notes for the report instead of log lines.
 """
 
 from __future__ import annotations
@@ -31,31 +31,24 @@ import yaml
 from nade_jax.report.files import UnsafePath, read_bytes, shown
 from nade_jax.run.dashboard import PROFILES_FILE  # its writer owns the file's name and schema
 
-# Files of a run dir (written by nade_jax.run).
-CONFIG_FILE = "config.yaml"
-STATUS_FILE = "status.json"
-METRICS_FILE = "metrics.jsonl"
-SAMPLES_FILE = "samples.png"
-HYDRA_DIR = ".hydra"
-JOBS_DIR = ".jobs"  # <sweep>/.jobs/<job>.json: {"dir": run dir, "status": ..., "reason": ...}
+# The files and metric keys of a run dir: their one definition is the run dir's owner's.
+from nade_jax.run.rundir import (
+    CONFIG_FILE,
+    HYDRA_DIR,
+    JOBS_DIR,
+    METRICS_FILE,
+    STATUS_FILE,
+    TEST_ENSEMBLE_NLL,
+    TEST_NLL,
+    TEST_NLL_PER_ORDERING,
+)
+
 RUN_MARKERS = (CONFIG_FILE, STATUS_FILE, METRICS_FILE)
 # Dirs inside a sweep or run dir that are never run dirs themselves.
 SKIP_DIRS = frozenset(
     {"checkpoints", "wandb", "report", "samples", HYDRA_DIR, JOBS_DIR, ".orderless", "eval", "eval_sweep"}
 )
-
-# Metric keys of metrics.jsonl (nade_jax.run.loggers and evaluation.final_evaluation write them).
-STEP = "step"
-TRAIN_STEPS = "train/steps"
-TEST_NLL = "test/nll"  # fixed order: the NLL under the training ordering; orderless: the protocol's headline
-TEST_BASELINE_NLL = "test/baseline_nll"  # the independent per-pixel baseline
-TEST_NLL_NUM_ORDERINGS = "test/nll_num_orderings"  # orderless: how many random orderings test/nll averages
-TEST_MEAN_ORDERING_NLL = "test/mean_ordering_nll"  # orderless, older runs: mean over all K orderings
-TEST_ENSEMBLE_NLL = "test/ensemble_nll"  # orderless: the K-ordering ensemble
-TEST_NLL_PER_ORDERING = "test/nll_per_ordering"  # orderless: [K] NLL per evaluation ordering
-TEST_ORDERING_NAMES = "test/ordering_names"  # orderless: [K] names aligned with the above
-TEST_ENSEMBLE_CURVE_K = "test/ensemble_curve_k"  # orderless: [n] ensemble sizes
-TEST_ENSEMBLE_CURVE_NLL = "test/ensemble_curve_nll"  # orderless: [n] ensemble NLL at each size
+STEP = "step"  # every metrics.jsonl row's step
 
 MAX_TEXT = 200  # longest text taken from a run file into the report (a reason, a name)
 

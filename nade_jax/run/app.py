@@ -274,7 +274,7 @@ def report_final(
     if cfg.trainer.num_samples and parallel.is_main():
         path = final.sample_grid(
             run,
-            "samples.png",
+            rundir.SAMPLES_FILE,
             cfg,
             model,
             splits,

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nade_jax.run import rundir
 from nade_jax.run.errors import Preempted, UnsafeRunDir
 from nade_jax.run.rundir import FINAL_PREFIXES, METRICS_FILE, SUMMARY_FILE, WANDB_DIR, RunDir, json_ready
 
@@ -114,10 +115,10 @@ class RunLogger:
         """Per-ordering test NLL (a table and bar chart) and the NLL-vs-K ensemble curve."""
         record = {
             "step": int(step),
-            "test/ordering_names": list(per_ordering),
-            "test/nll_per_ordering": list(per_ordering.values()),
-            "test/ensemble_curve_k": list(ensemble_curve),
-            "test/ensemble_curve_nll": list(ensemble_curve.values()),
+            rundir.TEST_ORDERING_NAMES: list(per_ordering),
+            rundir.TEST_NLL_PER_ORDERING: list(per_ordering.values()),
+            rundir.TEST_ENSEMBLE_CURVE_K: list(ensemble_curve),
+            rundir.TEST_ENSEMBLE_CURVE_NLL: list(ensemble_curve.values()),
         }
         self._file.write(json.dumps(record) + "\n")
         if self.wandb_run is None:

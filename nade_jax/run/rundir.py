@@ -81,8 +81,8 @@ def check_rerun(cfg: RunConfig, run_dir: Path) -> RunConfig:
     if not run.exists(CONFIG_FILE):
         if run.has_checkpoints():
             raise RunDirMismatch(
-                f"hydra.run.dir {quote(run.path)} holds checkpoints but no readable {CONFIG_FILE}, so whether it is the same "
-                f"run cannot be checked. Nothing was changed; restore {CONFIG_FILE} from the run's "
+                f"hydra.run.dir {quote(run.path)} holds checkpoints but no readable {CONFIG_FILE}, so whether it is "
+                f"the same run cannot be checked. Nothing was changed; restore {CONFIG_FILE} from the run's "
                 f"{HYDRA_CONFIG_FILE} or its W&B config, or choose another hydra.run.dir"
             )
         return cfg
@@ -143,6 +143,12 @@ TEST_BASELINE_NLL = "test/baseline_nll"  # the independent per-dimension model
 TEST_ENSEMBLE_NLL = "test/ensemble_nll"
 TEST_MEAN_ORDERING_NLL = "test/mean_ordering_nll"
 TEST_BITS_PER_DIM = "test/bits_per_dim"
+TEST_BASELINE_BITS_PER_DIM = "test/baseline_bits_per_dim"
+# Orderless models: the per-ordering table and the ensemble curve (lists, aligned pairwise).
+TEST_ORDERING_NAMES = "test/ordering_names"  # [K] names of the evaluation orderings
+TEST_NLL_PER_ORDERING = "test/nll_per_ordering"  # [K] the test NLL under each
+TEST_ENSEMBLE_CURVE_K = "test/ensemble_curve_k"  # [n] ensemble sizes
+TEST_ENSEMBLE_CURVE_NLL = "test/ensemble_curve_nll"  # [n] the ensemble's test NLL at each size
 SAMPLES = "samples"  # the final sample grid (a path in metrics.jsonl)
 TRAIN_SAMPLES = "train/samples"  # the sample grids during training
 # Values logged once per run, by the final evaluation: a resumed attempt drops any that a
@@ -183,6 +189,7 @@ HYDRA_DIR = ".hydra"
 HYDRA_CONFIG_FILE = ".hydra/config.yaml"
 STATUS_FILE = "status.json"
 SUMMARY_FILE = "summary.json"
+SAMPLES_FILE = "samples.png"  # the final sample grid
 METRICS_FILE = "metrics.jsonl"
 VERSIONS_FILE = "versions.json"
 LOCK_FILE = "run.lock"
