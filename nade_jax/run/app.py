@@ -228,19 +228,8 @@ def progress_samples(
     def on_evaluation(params: Any, step: int) -> None:
         if (step // cfg.trainer.eval_every) % every == 0:
             model = nnx.merge(graphdef, parallel.local_copy(params))
-            path = final.sample_grid(
-                run,
-                f"{rundir.SAMPLES_DIR}/step_{step}.png",
-                cfg,
-                model,
-                splits,
-                train_ordering,
-                num_samples=cfg.trainer.num_samples,
-                seed=cfg.seed + 1,
-                caption=f"step {step}",
-                model_name=_choices().get("model"),
-            )
-            logger.log_image(rundir.TRAIN_SAMPLES, path, step)
+            grid = f"{rundir.SAMPLES_DIR}/step_{step}.png"
+            log_sample_grid(cfg, model, splits, train_ordering, run, logger, grid, rundir.TRAIN_SAMPLES, step)
 
     return on_evaluation
 
@@ -272,21 +261,38 @@ def report_final(
         result.profiles, step=step, train_ordering=final.ordering_name(cfg), image_shape=splits.image_shape
     )
     if cfg.trainer.num_samples and parallel.is_main():
-        path = final.sample_grid(
-            run,
-            rundir.SAMPLES_FILE,
-            cfg,
-            model,
-            splits,
-            train_ordering,
-            num_samples=cfg.trainer.num_samples,
-            seed=cfg.seed + 1,
-            caption=f"best parameters (ran to step {step})",
-            model_name=_choices().get("model"),
-        )
-        logger.log_image(rundir.SAMPLES, path, step)
+        log_sample_grid(cfg, model, splits, train_ordering, run, logger, rundir.SAMPLES_FILE, rundir.SAMPLES, step)
     log.info(result.line())
     return dict(result.metrics)
+
+
+def log_sample_grid(
+    cfg: config.RunConfig,
+    model: DensityModel,
+    splits: Splits,
+    train_ordering: jax.Array,
+    run: RunDir,
+    logger: RunLogger,
+    relative: str,
+    key: str,
+    step: int,
+) -> None:
+    """A sample grid under the training ordering into ``run/relative``, logged as ``key``: the
+    final one (``rundir.SAMPLES``) holds the best parameters of a run that ended at ``step``."""
+    caption = f"best parameters (ran to step {step})" if key == rundir.SAMPLES else f"step {step}"
+    path = final.sample_grid(
+        run,
+        relative,
+        cfg,
+        model,
+        splits,
+        train_ordering,
+        num_samples=cfg.trainer.num_samples,
+        seed=cfg.seed + 1,
+        caption=caption,
+        model_name=_choices().get("model"),
+    )
+    logger.log_image(key, path, step)
 
 
 def report_finished_run(run: RunDir, status: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
