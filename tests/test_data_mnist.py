@@ -232,6 +232,32 @@ def test_binarized_mnist_local_errors(tmp_path):
         load("binarized_mnist", path=str(tmp_path))
 
 
+def huge_header_npy(path, rows):
+    """A .npy whose header claims ``rows`` x 784 float64 rows but which holds one row."""
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, {"descr": "<f8", "fortran_order": False, "shape": (rows, 784)})
+        file.write(np.zeros(784).tobytes())
+
+
+def test_binarized_mnist_files_that_lie_are_one_line(tmp_path):
+    """A header claiming 1e9 rows, a truncated file and garbage: one line naming the file, no
+    allocation of what the header claims (it was a 35-line MemoryError)."""
+    arrays = small_binarized_mnist()
+    for split, x in arrays.items():
+        np.save(tmp_path / f"binarized_mnist_{split}.npy", x)
+    huge_header_npy(tmp_path / "binarized_mnist_train.npy", 10**9)
+    with pytest.raises(DataUnavailableError, match=r"binarized_mnist_train\.npy is not a readable array file"):
+        load("binarized_mnist", path=str(tmp_path))
+    (tmp_path / "binarized_mnist_train.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(DataUnavailableError, match=r"binarized_mnist_train\.npy is not a readable array file"):
+        load("binarized_mnist", path=str(tmp_path))
+    for file in tmp_path.glob("*.npy"):
+        file.unlink()
+    (tmp_path / "binarized_mnist.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(DataUnavailableError, match=r"binarized_mnist\.npz is not a readable array file"):
+        load("binarized_mnist", path=str(tmp_path))
+
+
 def test_binarized_mnist_local_needs_no_tensorflow(tmp_path):
     for split, x in small_binarized_mnist().items():
         np.save(tmp_path / f"binarized_mnist_{split}.npy", x)

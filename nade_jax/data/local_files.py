@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,24 +28,37 @@ _BUNDLE_KEYS = (
 )
 
 
+# A data file may come from elsewhere: what goes wrong reading it (a header that claims more
+# rows than the file holds or memory allows, a truncated or corrupt file) is one line naming it.
+# np.load never unpickles (allow_pickle=False is its default).
+_UNREADABLE = (MemoryError, ValueError, OSError, EOFError, zipfile.BadZipFile)
+
+
 def _read_one_array(file: Path) -> np.ndarray:
-    if file.suffix == ".amat":
-        return np.loadtxt(file, dtype=np.float32, ndmin=2)
-    if file.suffix == ".npy":
-        return np.load(file)
-    with np.load(file) as loaded:
-        if len(loaded.files) != 1:
-            raise DataUnavailableError(f"{file} must hold exactly one array, got keys {loaded.files}")
-        return loaded[loaded.files[0]]
+    try:
+        if file.suffix == ".amat":
+            return np.loadtxt(file, dtype=np.float32, ndmin=2)
+        if file.suffix == ".npy":  # memory-mapped: the header is checked against the file's size first
+            return np.asarray(np.load(file, mmap_mode="r"), np.float32)
+        with np.load(file) as loaded:
+            if len(loaded.files) != 1:
+                raise DataUnavailableError(f"{file} must hold exactly one array, got keys {loaded.files}")
+            return loaded[loaded.files[0]]
+    except _UNREADABLE as error:
+        raise DataUnavailableError(f"{file} is not a readable array file ({type(error).__name__})") from None
 
 
 def _read_bundle(file: Path) -> list[np.ndarray]:
-    with np.load(file) as loaded:
-        for keys in _BUNDLE_KEYS:
-            if all(key in loaded.files for key in keys):
-                return [loaded[key] for key in keys]
+    try:
+        with np.load(file) as loaded:
+            for keys in _BUNDLE_KEYS:
+                if all(key in loaded.files for key in keys):
+                    return [loaded[key] for key in keys]
+            files = loaded.files
+    except _UNREADABLE as error:
+        raise DataUnavailableError(f"{file} is not a readable array file ({type(error).__name__})") from None
     raise DataUnavailableError(
-        f"{file} must hold the arrays {' or '.join('/'.join(k) for k in _BUNDLE_KEYS)}, got keys {loaded.files}"
+        f"{file} must hold the arrays {' or '.join('/'.join(k) for k in _BUNDLE_KEYS)}, got keys {files}"
     )
 
 
