@@ -506,7 +506,7 @@ def test_a_preempted_multirun_resumes_into_its_sweep_dir_and_skips_finished_jobs
 def test_a_link_planted_at_the_run_log_is_not_followed(finished, tmp_path):
     run_dir = copy_run(finished, tmp_path)
     victim = outside_file(tmp_path)
-    (run_dir / "app.log").symlink_to(victim)
+    (run_dir / "train.log").symlink_to(victim)
     env = {**os.environ, "WANDB_MODE": "offline"}
     rerun = subprocess.run(
         [sys.executable, "-m", "nade_jax.run.app", *TINY, f"hydra.run.dir={run_dir}"],
@@ -517,5 +517,5 @@ def test_a_link_planted_at_the_run_log_is_not_followed(finished, tmp_path):
     )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "already finished" in rerun.stdout
-    assert rerun.stderr == f"warning: {run_dir}/app.log is a symlink; the run's log file is not written\n"
+    assert rerun.stderr == f"warning: {run_dir}/train.log is a symlink; the run's log file is not written\n"
     assert victim.read_text() == "untouched"

@@ -517,8 +517,8 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
         (["run_dir=RUN", "num_ordering=3"], "unknown key num_ordering: did you mean num_orderings?"),
         (["run_dir=RUN", "num_orderings=0"], "num_orderings must be an integer >= 1, got 0"),
         (["run_dir=RUN", "num_orderings=abc"], "num_orderings must be an integer, got 'abc'"),
-        (["run_dir=/nonexistent/run"], "run_dir must be a nade-train run dir holding a readable config.yaml"),
-        (["run_dir=EMPTY"], "run_dir must be a nade-train run dir holding a readable config.yaml"),
+        (["run_dir=/nonexistent/run"], "run_dir must be a nade-train run dir holding config.yaml"),
+        (["run_dir=EMPTY"], "run_dir must be a nade-train run dir holding config.yaml"),
     ],
 )
 def test_nade_eval_errors_are_one_line(uninterrupted, tmp_path, args, message):
