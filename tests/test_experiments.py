@@ -80,3 +80,25 @@ def test_compare_orderings_evaluates_the_orderless_model_on_the_nades_orderings(
     assert swept == evaluated
     assert multirun_flag(["experiment=compare_orderings"]) == ["-m", "experiment=compare_orderings"]
     assert multirun_flag(["experiment=mnist5k_nade"]) == ["experiment=mnist5k_nade"]
+
+
+def test_mnist5k_compare_orderings_meets_its_orderless_half():
+    """The two mnist5k comparison commands write into one sweep dir (one dashboard), and the
+    orderless half is evaluated on exactly the orderings the NADE half trains on, over the
+    same 3 seeds."""
+    from nade_jax import orderings
+
+    nade = compose_experiment("mnist5k_compare_orderings")
+    orderless = compose_experiment("mnist5k_compare_orderings_orderless")
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        sweeps = [
+            compose("config", overrides=[f"experiment={n}"], return_hydra_config=True).hydra
+            for n in ("mnist5k_compare_orderings", "mnist5k_compare_orderings_orderless")
+        ]
+    assert sweeps[0].sweep.dir == sweeps[1].sweep.dir
+    assert sweeps[0].sweeper.params.seed == sweeps[1].sweeper.params.seed == "0,1,2"
+    swept = [orderings.label(kind, nade.ordering.seed) for kind in sweeps[0].sweeper.params.ordering.split(",")]
+    evaluated = [orderings.label(s.kind, s.get("seed", 0)) for s in orderless.trainer.eval_orderings]
+    assert swept == evaluated
+    assert (nade.model.name, orderless.model.name) == ("nade", "orderless_nade")
+    assert nade.data == orderless.data
