@@ -57,3 +57,14 @@ def test_the_check_sees_a_runner_import():
     )
     assert "hydra" in loaded
     assert "omegaconf" in loaded
+
+
+def test_the_runner_imports_its_heavy_libraries_only_when_used():
+    """A fresh nade-train reaches its first step without matplotlib (sample grids), W&B
+    (logger=wandb), orbax (the first save, or a dir with checkpoints to read) or tfds: each
+    costs 0.2-1 s of start-up (benchmarks/RESULTS.md)."""
+    loaded = modules_after("import nade_jax.run.app")
+    assert "nade_jax.run.loop" in loaded  # the start path itself is imported
+    heavy = ("matplotlib", "wandb", "orbax", "tensorstore", "tensorflow_datasets", "tensorflow")
+    eager = sorted(m for m in loaded if m.split(".")[0] in heavy)
+    assert eager == [], f"imported before they are needed: {eager[:10]}"

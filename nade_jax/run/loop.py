@@ -129,7 +129,7 @@ class StopSignals:
             return
         if not saved and state is not None and _all_finite(state.params):
             checkpointer.save(step, state)
-        checkpointer.manager.wait_until_finished()
+        checkpointer.wait()
         name = signal.Signals(self.received).name
         error = Preempted(
             f"{name} at step {step}" + (", whose checkpoint is saved" if step else ", before any training")
@@ -200,7 +200,7 @@ def training_loop(
             done = step + 1
             loss_value = float(loss)  # one sync per step: a NaN stops the run within one step
             if not math.isfinite(loss_value):
-                checkpointer.manager.wait_until_finished()
+                checkpointer.wait()
                 raise Diverged(
                     f"training loss became {loss_value} at step {done}; stopped. The best parameters "
                     f"so far are kept in {checkpointer.directory}; lower optimizer.learning_rate or set "
@@ -231,7 +231,7 @@ def training_loop(
             if saved:
                 checkpointer.save(done, state)
             if diverged:
-                checkpointer.manager.wait_until_finished()
+                checkpointer.wait()
                 raise Diverged(
                     f"{diverged} at step {done}: the run diverged and was stopped. Its best parameters "
                     f"(val NLL {state.best_val_nll:.4g}) are kept in {checkpointer.directory}; lower "
