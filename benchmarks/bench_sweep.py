@@ -17,7 +17,7 @@ each round; figures are medians over the rounds, with ``uptime``'s load average 
   sweep (the baseline has none: it compiles in every process, as it does for its users).
 * **first_step**: a fresh ``nade-train`` process's time to its first training step (the first
   ``train/loss`` row of metrics.jsonl, ``trainer.log_every=1``), with a cold (empty) and a warm
-  compilation cache.
+  compilation cache; per ``--loggers`` (W&B offline is the default logger).
 * **phases**: a 4-job sweep (2 orderings x 2 seeds) under cProfile; per job, the seconds spent in
   each phase of a job (Hydra composition, data, model build, steps, compilation, evaluations,
   sample grids, checkpoints, run files).
@@ -90,10 +90,10 @@ def sweep(tree: Path, cache: Path | None, workdir: Path, steps: int, jobs: int, 
     return elapsed
 
 
-def first_step(tree: Path, cache: Path | None, workdir: Path) -> float:
+def first_step(tree: Path, cache: Path | None, workdir: Path, logger: str) -> float:
     """Seconds from process start to the first train/loss row in metrics.jsonl."""
     out = Path(tempfile.mkdtemp(dir=workdir))
-    args = [*COMMON, "logger=none", "trainer.max_steps=1", "trainer.log_every=1", f"hydra.run.dir={out}"]
+    args = [*COMMON, *LOGGERS[logger], "trainer.max_steps=1", "trainer.log_every=1", f"hydra.run.dir={out}"]
     start = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "nade_jax.run.app", *args],
@@ -144,20 +144,22 @@ def marginal(trees: dict[str, Path], caches: dict[str, Path | None], workdir: Pa
 
 
 def first_steps(trees: dict[str, Path], workdir: Path, args: argparse.Namespace) -> None:
-    times: dict[tuple[str, str], list[float]] = {}
+    times: dict[tuple[str, str, str], list[float]] = {}
     loads = []
     for _ in range(args.rounds):
-        for name, tree in trees.items():
-            cache = Path(tempfile.mkdtemp(dir=workdir)) / "cache"  # cold: an empty dir
-            times.setdefault((name, "cold"), []).append(first_step(tree, cache, workdir))
-            times.setdefault((name, "warm"), []).append(first_step(tree, cache, workdir))
+        for logger in args.loggers:
+            for name, tree in trees.items():
+                cache = Path(tempfile.mkdtemp(dir=workdir)) / "cache"  # cold: an empty dir
+                for kind in ("cold", "warm"):
+                    times.setdefault((name, logger, kind), []).append(first_step(tree, cache, workdir, logger))
         loads.append(load())
     print(f"\n## first-step latency of a fresh nade-train process, {args.rounds} rounds; load {loads}")
-    print("| tree | cold cache s | warm cache s |")
-    print("|---|---|---|")
-    for name in trees:
-        cold, warm = (statistics.median(times[(name, kind)]) for kind in ("cold", "warm"))
-        print(f"| {name} | {cold:.2f} | {warm:.2f} |")
+    print("| tree | logger | cold cache s | warm cache s |")
+    print("|---|---|---|---|")
+    for logger in args.loggers:
+        for name in trees:
+            cold, warm = (statistics.median(times[(name, logger, kind)]) for kind in ("cold", "warm"))
+            print(f"| {name} | {logger} | {cold:.2f} | {warm:.2f} |")
 
 
 def phases(trees: dict[str, Path], caches: dict[str, Path | None], workdir: Path, args: argparse.Namespace) -> None:

@@ -271,6 +271,60 @@ def test_offline_wandb_run_reads_back_the_logged_metrics(tmp_path):
         assert logged.get(key) == pytest.approx(value, rel=1e-6), key
 
 
+class RecordingRun:
+    """A stand-in W&B run that records its calls."""
+
+    def __init__(self):
+        self.calls = []
+        self.summary = type("Summary", (), {"update": lambda _, values: self.calls.append(("summary", values))})()
+
+    def log(self, metrics, step):
+        self.calls.append(("log", step, dict(metrics)))
+
+    def finish(self, exit_code):
+        self.calls.append(("finish", exit_code))
+
+
+def test_training_does_not_wait_for_wandb_to_start(tmp_path):
+    """While W&B starts (a future), rows go to metrics.jsonl at once and to W&B later, in
+    order; close waits for it. A W&B run that could not start drops them."""
+    from concurrent.futures import Future
+
+    from nade_jax.run.loggers import RunLogger
+
+    starting, run = Future(), RecordingRun()
+    logger = RunLogger(tmp_path / "a", starting)
+    logger.log({"train/loss": 3.0}, 1)
+    logger.log({"train/loss": 2.0}, 2)
+    assert run.calls == []  # nothing waited for W&B
+    assert len(read_jsonl(tmp_path / "a" / "metrics.jsonl")) == 2
+    starting.set_result(run)
+    logger.log({"train/loss": 1.0}, 3)
+    logger.summary({"test/nll": 1.5})
+    logger.close()
+    assert run.calls == [
+        ("log", 1, {"train/loss": 3.0}),
+        ("log", 2, {"train/loss": 2.0}),
+        ("log", 3, {"train/loss": 1.0}),
+        ("summary", {"test/nll": 1.5}),
+        ("finish", 0),
+    ]
+
+    still_starting, late = Future(), RecordingRun()
+    logger = RunLogger(tmp_path / "b", still_starting)
+    logger.log({"train/loss": 3.0}, 1)
+    still_starting.set_result(late)  # started only when the run ends: close sends the queue
+    logger.close(failed=True)
+    assert late.calls == [("log", 1, {"train/loss": 3.0}), ("finish", 1)]
+
+    never = Future()
+    logger = RunLogger(tmp_path / "c", never)
+    logger.log({"train/loss": 3.0}, 1)
+    never.set_result(None)
+    logger.close()
+    assert read_jsonl(tmp_path / "c" / "metrics.jsonl") == [{"step": 1, "train/loss": 3.0}]
+
+
 @pytest.mark.slow
 def test_two_host_devices_train_like_one(tmp_path):
     """trainer.devices=2 shards every batch over 2 XLA host devices; the run ends where the

@@ -31,7 +31,7 @@ from nade_jax.models import DensityModel
 from nade_jax.run import build, config, distributed, final, pretrain, rundir
 from nade_jax.run.checkpoint import Checkpointer
 from nade_jax.run.errors import ConfigError, Diverged, Preempted, RunDirLocked, RunError
-from nade_jax.run.loggers import RunLogger, run_id_for, start_wandb
+from nade_jax.run.loggers import RunLogger, run_id_for, start_wandb_in_background
 from nade_jax.run.loop import StopSignals, hand_over, training_loop
 from nade_jax.run.optim import make_step_optimizer
 from nade_jax.run.rundir import RunDir
@@ -403,9 +403,9 @@ def open_logger(cfg: config.RunConfig, run_dir: Path, resume_step: int) -> RunLo
         record = cast(dict[str, Any], config.to_container(cfg))
         record["versions"] = run_versions()
         record["ordering"]["name"] = names["ordering"]  # group and filter W&B runs by ordering.name (or kind, seed)
-        wandb_run = start_wandb(
-            record,
-            run_dir,
+        wandb_run = start_wandb_in_background(
+            config=record,
+            run_dir=run_dir,
             project=cfg.logger.project,
             entity=cfg.logger.entity,
             group=group,

@@ -1,7 +1,10 @@
 """Run logging: ``metrics.jsonl`` always, plus Weights & Biases when enabled.
 
 W&B never blocks or crashes a run: with no API key it logs offline (one line says how to
-``wandb sync``); if it cannot start at all it is switched off with one warning line.
+``wandb sync``); if it cannot start at all it is switched off with one warning line. It
+starts in a background thread (``start_wandb_in_background``: importing wandb and starting
+its service and run take ~1.2 s offline, seconds online), so training does not wait for it:
+what is logged meanwhile is queued, in order, and sent when the run has started.
 Status lines go through ``logging`` (Hydra's per-run log file and the console).
 """
 
@@ -13,6 +16,8 @@ import logging
 import netrc
 import os
 import sys
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,8 +85,14 @@ class RunLogger:
     items at the same step, so the two can be compared value for value.
     """
 
-    def __init__(self, run_dir: Path, wandb_run: wandb.Run | None = None, resume_step: int = 0) -> None:
-        """``resume_step``: the step this attempt starts from; rows a killed attempt logged
+    def __init__(
+        self,
+        run_dir: Path,
+        wandb_run: wandb.Run | Future[wandb.Run | None] | None = None,
+        resume_step: int = 0,
+    ) -> None:
+        """``wandb_run``: a started W&B run, or one starting (``start_wandb_in_background``).
+        ``resume_step``: the step this attempt starts from; rows a killed attempt logged
         after it (and any final-evaluation rows) are dropped first, so each step appears once."""
         self.run = RunDir(run_dir)
         self.run_dir = self.run.path
@@ -92,24 +103,53 @@ class RunLogger:
             )
         # Open for the whole run (line-buffered, so a kill loses no row); close() closes it.
         self._file = self.run.open_append(METRICS_FILE)
-        self.wandb_run = wandb_run
+        self._starting = wandb_run if isinstance(wandb_run, Future) else None
+        self.wandb_run = None if isinstance(wandb_run, Future) else wandb_run
+        self._queued: list[Callable[[wandb.Run], None]] = []  # W&B calls made while it starts
 
     def __enter__(self) -> RunLogger:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None, *_: object) -> None:
-        if isinstance(error, Preempted) and self.wandb_run is not None:
-            # The W&B run shows why it stopped; it is resumed (same id) by the rerun.
-            self.wandb_run.summary.update({"status": error.status, "stopped_by": str(error)})
-            self.wandb_run.mark_preempting()
+        if isinstance(error, Preempted):
+            self._wait_for_wandb()
+            if self.wandb_run is not None:
+                # The W&B run shows why it stopped; it is resumed (same id) by the rerun.
+                self.wandb_run.summary.update({"status": error.status, "stopped_by": str(error)})
+                self.wandb_run.mark_preempting()
         self.close(failed=exc_type is not None)
+
+    @property
+    def uses_wandb(self) -> bool:
+        return self.wandb_run is not None or self._starting is not None
+
+    def _to_wandb(self, call: Callable[[wandb.Run], None]) -> None:
+        """Runs ``call`` on the W&B run now if it has started, or queues it (in order) until it
+        has; a run that could not start drops it."""
+        if self._starting is not None and not self._starting.done():
+            self._queued.append(call)
+            return
+        self._wait_for_wandb()
+        if self.wandb_run is not None:
+            call(self.wandb_run)
+
+    def _wait_for_wandb(self) -> None:
+        """Waits for a starting W&B run, then sends what was queued meanwhile."""
+        if self._starting is None:
+            return
+        self.wandb_run = self._starting.result()  # start_wandb falls back; it does not raise
+        self._starting = None
+        queued, self._queued = self._queued, []
+        for call in queued:
+            if self.wandb_run is not None:
+                call(self.wandb_run)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Logs scalar (or list) metrics at ``step``."""
         record = {"step": int(step), **{k: json_ready(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(record) + "\n")
-        if self.wandb_run is not None:
-            self.wandb_run.log(metrics, step=int(step))
+        if self.uses_wandb:
+            self._to_wandb(lambda run: run.log(metrics, step=int(step)))
 
     def log_ordering_table(self, per_ordering: dict[str, float], ensemble_curve: dict[int, float], step: int) -> None:
         """Per-ordering test NLL (a table and bar chart) and the NLL-vs-K ensemble curve."""
@@ -121,13 +161,18 @@ class RunLogger:
             rundir.TEST_ENSEMBLE_CURVE_NLL: list(ensemble_curve.values()),
         }
         self._file.write(json.dumps(record) + "\n")
-        if self.wandb_run is None:
-            return
+        if self.uses_wandb:
+            self._to_wandb(lambda run: self._log_ordering_table(run, per_ordering, ensemble_curve, step))
+
+    @staticmethod
+    def _log_ordering_table(
+        run: wandb.Run, per_ordering: dict[str, float], ensemble_curve: dict[int, float], step: int
+    ) -> None:
         import wandb
 
         orderings = wandb.Table(columns=["ordering", "test_nll"], data=[[k, v] for k, v in per_ordering.items()])
         curve = wandb.Table(columns=["num_orderings", "test_nll"], data=[[k, v] for k, v in ensemble_curve.items()])
-        self.wandb_run.log(
+        run.log(
             {
                 "test/per_ordering": orderings,
                 "test/per_ordering_bar": wandb.plot.bar(
@@ -166,28 +211,35 @@ class RunLogger:
         )
         record = {"step": int(step), f"{prefix}/nll_by_ordering": {n: p["nll"] for n, p in profiles.items()}}
         self._file.write(json.dumps(record) + "\n")
-        if self.wandb_run is not None:
-            self.wandb_run.log(dashboard.wandb_payload(profiles, image_shape, self.run_dir, prefix), step=int(step))
+        if self.uses_wandb:
+            self._to_wandb(
+                lambda run: run.log(
+                    dashboard.wandb_payload(profiles, image_shape, self.run_dir, prefix), step=int(step)
+                )
+            )
 
     def log_image(self, name: str, path: Path, step: int) -> None:
         """Records a saved PNG (in jsonl its path relative to the run dir, which may move; a
         ``wandb.Image`` in W&B)."""
         shown = Path(path).relative_to(self.run_dir) if Path(path).is_relative_to(self.run_dir) else path
         self._file.write(json.dumps({"step": int(step), name: str(shown)}) + "\n")
-        if self.wandb_run is not None:
+        if self.uses_wandb:
             import wandb
 
-            self.wandb_run.log({name: wandb.Image(str(path))}, step=int(step))
+            image = wandb.Image(str(path))  # read now: the file may be replaced before W&B has started
+            self._to_wandb(lambda run: run.log({name: image}, step=int(step)))
 
     def summary(self, metrics: dict[str, Any]) -> None:
         """Final values: written to ``summary.json`` and the W&B run summary."""
         clean = {k: json_ready(v) for k, v in metrics.items()}
         self.run.write_json(SUMMARY_FILE, clean)
-        if self.wandb_run is not None:
-            self.wandb_run.summary.update(metrics)
+        if self.uses_wandb:
+            final = dict(metrics)
+            self._to_wandb(lambda run: run.summary.update(final))
 
     def close(self, failed: bool = False) -> None:
         self._file.close()
+        self._wait_for_wandb()
         if self.wandb_run is not None:
             self.wandb_run.finish(exit_code=1 if failed else 0)
             self.wandb_run = None
@@ -197,6 +249,14 @@ def run_id_for(run_dir: Path) -> str:
     """A W&B run id stable per run dir, so a resumed run (and ``nade-eval`` on it) continues
     the same W&B run."""
     return hashlib.sha1(str(Path(run_dir).absolute()).encode()).hexdigest()[:12]
+
+
+def start_wandb_in_background(**kwargs: Any) -> Future[wandb.Run | None]:
+    """``start_wandb(**kwargs)`` in a background thread; ``RunLogger`` takes the future."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wandb-start")
+    starting = executor.submit(start_wandb, **kwargs)
+    executor.shutdown(wait=False)  # its one thread ends with the task
+    return starting
 
 
 def start_wandb(
