@@ -121,6 +121,39 @@ def test_categorical_markov_matches_a_naive_reference_and_starts_independent():
         )
 
 
+def test_categorical_markov_closed_form_fit_is_the_smoothed_conditional_frequency():
+    """fit_counts against float64 loops over the data: p(first) and each p(x_{o_d} | x_{o_{d-1}})
+    are (count + α) / (row count + Q·α) under the ordering, normalised over all Q^D values, and
+    at small α no step of gradient ascent on the training log-likelihood improves it."""
+    D, Q, alpha = 4, 3, 0.5
+    rng = np.random.default_rng(1)
+    data = (rng.random((300, D)) < 0.3).astype(np.float32) + (rng.random((300, D)) < 0.4)
+    ordering = np.array([2, 0, 3, 1])
+    chain = CategoricalMarkovChain(D, Q)
+    chain.fit_counts(data, ordering, pseudo_count=alpha)
+    steps = data[:, ordering].astype(int)
+
+    def naive(row):
+        v = row[ordering].astype(int)
+        total = np.log((np.sum(steps[:, 0] == v[0]) + alpha) / (len(data) + Q * alpha))
+        for d in range(1, D):
+            seen = steps[:, d - 1] == v[d - 1]
+            total += np.log((np.sum(seen & (steps[:, d] == v[d])) + alpha) / (seen.sum() + Q * alpha))
+        return total
+
+    values = all_values(chain)
+    np.testing.assert_allclose(chain.log_prob(values, ordering), [naive(r) for r in values], rtol=1e-5)
+    assert abs(np.exp(np.asarray(chain.log_prob(values, ordering), np.float64)).sum() - 1) < 1e-5
+
+    chain.fit_counts(data, ordering, pseudo_count=1e-6)
+    _, params = nnx.split(chain)
+    gradient = jax.grad(lambda p: -nnx.merge(nnx.graphdef(chain), p).log_prob(data, ordering).mean())(params)
+    largest = max(float(np.abs(g).max()) for g in jax.tree.leaves(gradient))
+    assert largest < 1e-4  # maximum likelihood: the gradient vanishes
+    with pytest.raises(ValueError, match="pseudo_count must be > 0"):
+        chain.fit_counts(data, ordering, pseudo_count=0)
+
+
 def test_categorical_markov_free_parameters_are_the_stated_count():
     """Only T[o_d] for d > 1 and b enter: changing T[o_1] leaves every probability alone,
     so (Q − 1) + (D − 1)·Q·(Q − 1) free parameters remain."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike, DTypeLike
 
@@ -190,3 +191,32 @@ class CategoricalMarkovChain(_Chain):
         x = check_inputs(x, self.num_inputs, binary=False)
         check_values(x, self.data_kind, self.num_categories)
         self.b[...] = jnp.asarray(self.head.init_bias(x), self._dtype())
+
+    def fit_counts(self, x: ArrayLike, ordering: ArrayLike | None = None, pseudo_count: float = 1.0) -> None:
+        """Sets the chain to its closed-form fit to x (N, D) under ``ordering``: smoothed counts,
+
+            p(x_{o_1} = q) ∝ n(q) + α,    p(x_{o_d} = q | x_{o_{d-1}} = r) ∝ n_d(r, q) + α,
+
+        with α = ``pseudo_count`` > 0: the maximum of the training log-likelihood plus a
+        symmetric Dirichlet(α + 1) log-prior on each table row (α -> 0: maximum likelihood,
+        which gradient training only approaches). A previous value never seen at step d
+        gives a uniform row. b holds the first step's log-probabilities and T every later
+        step's, so b[o_d] = 0 for d > 1; the fit is for this ordering only.
+        """
+        x = np.asarray(check_inputs(x, self.num_inputs, binary=False))
+        check_values(x, self.data_kind, self.num_categories)
+        if not pseudo_count > 0:
+            raise ValueError(f"pseudo_count must be > 0, got {pseudo_count}")
+        D, Q = self.num_inputs, self.num_categories
+        order = np.arange(D) if ordering is None else np.asarray(as_ordering(ordering, D))
+        steps = x[:, order].astype(np.int64)  # (N, D) in ordering order
+        first = np.bincount(steps[:, 0], minlength=Q) + pseudo_count  # (Q,)
+        # n_d(r, q) for every step d > 1 at once: pair (r, q) of step d is bin (d - 1)·Q² + r·Q + q.
+        pairs = steps[:, :-1] * Q + steps[:, 1:] + np.arange(D - 1) * Q * Q  # (N, D - 1)
+        counts = np.bincount(pairs.ravel(), minlength=(D - 1) * Q * Q).reshape(D - 1, Q, Q) + pseudo_count
+        b = np.zeros((D, Q))
+        b[order[0]] = np.log(first / first.sum())
+        T = np.zeros((D, Q, Q))
+        T[order[1:]] = np.log(counts / counts.sum(axis=2, keepdims=True))
+        self.b[...] = jnp.asarray(b, self._dtype())
+        self.T[...] = jnp.asarray(T, self._dtype())
