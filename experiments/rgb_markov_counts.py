@@ -6,7 +6,7 @@ comparison, its pseudo-count chosen on validation only.
 
 A closed-form fit has no training seed: the row's spread is over the three random orderings
 (seeds 0, 1, 2, as drawn by experiments/rgb_compare_orderings.yaml), the fixed orderings
-have one fit each. Prints a markdown table: the chosen α, best validation NLL (nats per
+have one fit each. Prints a markdown table: the chosen a, best validation NLL (nats per
 patch) and test bits/dim per ordering.
 """
 
@@ -27,7 +27,7 @@ def main() -> None:
     splits = data.load("rgb_patches")
     chain = CategoricalMarkovChain(splits.num_inputs, splits.num_categories)
     print(f"rgb_patches: {len(splits.train)} / {len(splits.val)} / {len(splits.test)} patches; load {load}")
-    print("| ordering | α (chosen on validation) | val NLL (nats) | test NLL (nats) | test bits/dim |")
+    print("| ordering | a (chosen on validation) | val NLL (nats) | test NLL (nats) | test bits/dim |")
     print("|---|---|---:|---:|---:|")
     for kind, seed in ORDERINGS:
         ordering = orderings.make(kind, splits.num_inputs, seed=seed, image_shape=splits.image_shape)

@@ -123,8 +123,8 @@ def test_categorical_markov_matches_a_naive_reference_and_starts_independent():
 
 def test_categorical_markov_closed_form_fit_is_the_smoothed_conditional_frequency():
     """fit_counts against float64 loops over the data: p(first) and each p(x_{o_d} | x_{o_{d-1}})
-    are (count + α) / (row count + Q·α) under the ordering, normalised over all Q^D values, and
-    at small α no step of gradient ascent on the training log-likelihood improves it."""
+    are (count + a) / (row count + Q·a) under the ordering, normalised over all Q^D values, and
+    at small a no step of gradient ascent on the training log-likelihood improves it."""
     D, Q, alpha = 4, 3, 0.5
     rng = np.random.default_rng(1)
     data = (rng.random((300, D)) < 0.3).astype(np.float32) + (rng.random((300, D)) < 0.4)

@@ -195,10 +195,10 @@ class CategoricalMarkovChain(_Chain):
     def fit_counts(self, x: ArrayLike, ordering: ArrayLike | None = None, pseudo_count: float = 1.0) -> None:
         """Sets the chain to its closed-form fit to x (N, D) under ``ordering``: smoothed counts,
 
-            p(x_{o_1} = q) ∝ n(q) + α,    p(x_{o_d} = q | x_{o_{d-1}} = r) ∝ n_d(r, q) + α,
+            p(x_{o_1} = q) ∝ n(q) + a,    p(x_{o_d} = q | x_{o_{d-1}} = r) ∝ n_d(r, q) + a,
 
-        with α = ``pseudo_count`` > 0: the maximum of the training log-likelihood plus a
-        symmetric Dirichlet(α + 1) log-prior on each table row (α -> 0: maximum likelihood,
+        with a = ``pseudo_count`` > 0: the maximum of the training log-likelihood plus a
+        symmetric Dirichlet(a + 1) log-prior on each table row (a -> 0: maximum likelihood,
         which gradient training only approaches). A previous value never seen at step d
         gives a uniform row. b holds the first step's log-probabilities and T every later
         step's, so b[o_d] = 0 for d > 1; the fit is for this ordering only.
@@ -207,7 +207,7 @@ class CategoricalMarkovChain(_Chain):
         check_values(x, self.data_kind, self.num_categories)
         if not pseudo_count > 0:
             raise ValueError(f"pseudo_count must be > 0, got {pseudo_count}")
-        D, Q = self.num_inputs, self.num_categories
+        D, Q = self.num_inputs, self.head.num_categories
         order = np.arange(D) if ordering is None else np.asarray(as_ordering(ordering, D))
         steps = x[:, order].astype(np.int64)  # (N, D) in ordering order
         first = np.bincount(steps[:, 0], minlength=Q) + pseudo_count  # (Q,)
