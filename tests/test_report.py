@@ -24,6 +24,8 @@ D, SHAPE = 16, (4, 4)
 
 
 def _perm(name):
+    if name == "random":
+        return np.random.default_rng(0).permutation(D).tolist()
     return {"identity": list(range(D)), "reverse": list(range(D))[::-1]}[name]
 
 
@@ -47,13 +49,14 @@ def make_run(
     write_status=True,
     finished=True,
     extra=(),
+    ordering_seed=0,
 ):
     run = Path(root) / name
     (run / ".hydra").mkdir(parents=True)
     config = {
         "model": {"_target_": "nade_jax.models." + ("OrderlessNADE" if orderless else "BinaryNADE")},
         "data": {"name": "toy"},
-        "ordering": {"kind": ordering, "seed": 0},
+        "ordering": {"kind": ordering, "seed": ordering_seed},
         "seed": seed,
     }
     (run / "config.yaml").write_text(yaml.safe_dump(config))
@@ -351,3 +354,41 @@ def test_models_differing_in_a_swept_setting_are_distinct_and_seeds_are_not(tmp_
         ("nade [model.num_hidden=100] · identity", 2),
         ("nade [model.num_hidden=50] · identity", 2),
     ]
+
+
+def test_random_orderings_drawn_per_seed_are_one_row_with_a_seed_noise_interval(tmp_path):
+    """rgb_compare_orderings draws the random ordering afresh per seed (random_s0, random_s1,
+    random_s2): the dashboard groups them as one class with n = 3, its gap from the best
+    ordering gets a Welch interval, and the findings say whether it exceeds seed noise. A
+    random ordering shared by all seeds keeps its label."""
+    from nade_jax.report import aggregate, records
+
+    for seed, (raster, random) in enumerate(((8.0, 8.5), (8.1, 8.7), (8.05, 8.6))):
+        make_run(tmp_path / "per_seed", f"{2 * seed}_id", model="nade", ordering="identity", seed=seed, test_nll=raster)
+        make_run(
+            tmp_path / "per_seed",
+            f"{2 * seed + 1}_random",
+            model="nade",
+            ordering="random",
+            seed=seed,
+            ordering_seed=seed,
+            test_nll=random,
+        )
+        make_run(
+            tmp_path / "shared",
+            f"{seed}_random",
+            model="nade",
+            ordering="random",
+            seed=seed,
+            ordering_seed=1,
+            test_nll=9,
+        )
+    rows = aggregate.nll_rows(records.read_sweep(tmp_path / "per_seed").runs)
+    assert [(r["ordering"], len(r["values"])) for r in rows] == [("identity", 3), (aggregate.RANDOM_PER_SEED, 3)]
+    ((model, gap),) = aggregate.ordering_gaps(rows)
+    assert (model, gap.best, gap.difference) == ("nade", "nade · identity", pytest.approx(0.55))
+    assert gap.exceeds_noise is True  # 0.55 nats against a seed sd of 0.05-0.1
+    assert aggregate.RANDOM_PER_SEED in " ".join(aggregate.findings(rows, {}, [], {}))
+
+    shared = aggregate.nll_rows(records.read_sweep(tmp_path / "shared").runs)
+    assert [(r["ordering"], len(r["values"])) for r in shared] == [("random_s1", 3)]

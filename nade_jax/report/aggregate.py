@@ -166,6 +166,29 @@ def _by_seed(runs: list[Run]) -> dict[int | None, Run]:
     return kept
 
 
+RANDOM_PER_SEED = "random (one per seed)"
+
+
+def ordering_classes(runs: list[Run]) -> list[str]:
+    """The ordering class of each run (in order) in the headline rows: its label, except that a
+    model's random orderings drawn one per training seed (``ordering.seed`` = ``seed``, as in
+    experiments/rgb_compare_orderings.yaml: labels ``random_s0``, ``random_s1``, ...) are one
+    class, ``RANDOM_PER_SEED``, whose spread over seeds includes the ordering's. One random
+    ordering shared by every seed keeps its label."""
+    classes = [run.ordering for run in runs]
+    by_model: defaultdict[str, list[int]] = defaultdict(list)
+    for index, run in enumerate(runs):
+        if run.ordering.startswith("random_s"):
+            by_model[run.model].append(index)
+    for group in by_model.values():
+        members = [runs[i] for i in group]
+        per_seed = all(run.seed is not None and run.ordering == f"random_s{run.seed}" for run in members)
+        if per_seed and len({run.ordering for run in members}) > 1:
+            for i in group:
+                classes[i] = RANDOM_PER_SEED
+    return classes
+
+
 def nll_rows(runs: list[Run]) -> list[dict[str, Any]]:
     """Rows of the headline figure: fixed-order models per training ordering; orderless models
     as the mean over their K evaluation orderings and as the K-ordering ensemble. Sorted by
@@ -173,8 +196,8 @@ def nll_rows(runs: list[Run]) -> list[dict[str, Any]]:
     {label, model, ordering, colour_key, values: [per seed], seeds, mean, sd, fixed: bool}."""
     fixed: defaultdict[tuple[str, str], list[Run]] = defaultdict(list)
     orderless: defaultdict[str, list[Run]] = defaultdict(list)
-    for run in runs:
-        (orderless[run.model] if run.orderless else fixed[(run.model, run.ordering)]).append(run)
+    for run, ordering in zip(runs, ordering_classes(runs), strict=True):
+        (orderless[run.model] if run.orderless else fixed[(run.model, ordering)]).append(run)
     rows: list[dict[str, Any]] = []
     for (model, ordering), group in fixed.items():
         seeds = _by_seed(group)
