@@ -161,7 +161,7 @@ def save_nll_dots(
     low, high = nll_axis_range([v for r in rows for v in r["values"]], references.values())
     scale.set_xlim(low, high)
     top = max(max(gaps), 1e-3)
-    zoom.set_xlim(min(0.0, min(gaps)) - 0.04 * top, top * 1.6)  # room for the labels
+    zoom.set_xlim(min(0.0, min(gaps)) - 0.04 * top, top * 1.8)  # room for the labels
     scale.set_ylim(-0.7, len(rows) - 0.3)
     scale.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)], fontsize=8.5)
     scale.set_xlabel("test NLL (nats per example; lower is better)")
@@ -177,7 +177,8 @@ def save_nll_dots(
     zoom.axvline(0.0, color="#999999", linewidth=0.8)
     if any(v is not None and np.isfinite(v) for v in references.values()):
         scale.legend(fontsize=7.5, loc="lower right")
-    figure.suptitle(title, fontsize=10)
+    # Above the panel titles whatever the figure's height (bbox_inches="tight" keeps it in view).
+    figure.suptitle(title, fontsize=10, y=1 + 0.3 / figure.get_figheight())
     _save(figure, path)
     return low, high
 
