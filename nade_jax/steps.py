@@ -97,17 +97,14 @@ def _takes_rows(model: DensityModel) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
-    """An optax transform as a function of its learning rate, so that jobs that differ only in
-    the learning rate share one compiled train step (the rate is a traced argument).
-
-    ``build(learning_rate)`` returns the transform; it is called inside the traced step and
-    must depend on nothing but the rate and what ``structure`` names. ``structure``: a
-    hashable description of everything else the transform depends on (its config without
-    the rate, the schedule's length): jobs with equal structures share compiled steps.
+    """An optax transform and a hashable description of everything its update depends on
+    (``structure``: its config, the schedule's length), so that jobs with equal structures
+    share one compiled train step. A learning rate kept in the optimizer state
+    (``optax.inject_hyperparams``) is not part of the structure: a learning-rate axis of a
+    sweep compiles once.
     """
 
-    build: Callable[[Any], optax.GradientTransformation]
-    learning_rate: float
+    transform: optax.GradientTransformation
     structure: Hashable
 
 
@@ -148,41 +145,29 @@ def make_train_step(
         cache_key = (graphdef, tx.structure, mesh)
         step = _TRAIN_STEPS.get(cache_key)
         if step is None:
-            step = _TRAIN_STEPS[cache_key] = _jit_train_step(graphdef, tx.build, mesh)
+            step = _TRAIN_STEPS[cache_key] = _jit_train_step(graphdef, tx.transform, mesh)
             while len(_TRAIN_STEPS) > _MAX_TRAIN_STEPS:
                 _TRAIN_STEPS.popitem(last=False)
         _TRAIN_STEPS.move_to_end(cache_key)
-        learning_rate = np.float32(tx.learning_rate)
     else:
-        fixed = tx
-        step, learning_rate = _jit_train_step(graphdef, lambda _: fixed, mesh), np.float32(0)
+        step = _jit_train_step(graphdef, tx, mesh)
     blocks = mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
 
     def global_step(
         params: optax.Params, opt_state: optax.OptState, batch: jax.Array, key: jax.Array | None, ordering: jax.Array
     ) -> tuple[optax.Params, optax.OptState, jax.Array]:
-        rate = learning_rate
         if parallel.process_count() > 1:  # this process's values -> global arrays
-            params, opt_state, key, ordering, rate = parallel.to_global(
-                (params, opt_state, key, ordering, rate), replicated(mesh)
-            )
+            params, opt_state, key, ordering = parallel.to_global((params, opt_state, key, ordering), replicated(mesh))
             batch = parallel.to_global(batch, batch_sharding(mesh))
-        outputs = step(params, opt_state, batch, key, ordering, rate)
+        outputs = step(params, opt_state, batch, key, ordering)
         return jax.block_until_ready(outputs) if blocks else outputs
 
-    global_step.lower = functools.partial(_lower_with_rate, step, learning_rate)  # type: ignore[attr-defined]  # ahead-of-time compilation, memory analysis
+    global_step.lower = step.lower  # type: ignore[attr-defined,union-attr]  # ahead-of-time compilation, memory analysis
     return global_step
 
 
-def _lower_with_rate(step: Any, learning_rate: np.float32, *args: Any) -> Any:
-    """``step.lower`` with the learning-rate argument that ``global_step`` adds."""
-    return step.lower(*args, learning_rate)
-
-
-def _jit_train_step(
-    graphdef: nnx.GraphDef[DensityModel], build_tx: Callable[[Any], optax.GradientTransformation], mesh: Mesh
-) -> Any:
-    """The jitted, sharded ``step(params, opt_state, batch, key, ordering, learning_rate)``."""
+def _jit_train_step(graphdef: nnx.GraphDef[DensityModel], tx: optax.GradientTransformation, mesh: Mesh) -> Any:
+    """The jitted, sharded ``step(params, opt_state, batch, key, ordering)``."""
 
     def local_step(
         params: optax.Params,
@@ -190,7 +175,6 @@ def _jit_train_step(
         batch: jax.Array,
         key: jax.Array | None,
         ordering: jax.Array,
-        learning_rate: jax.Array,
     ) -> tuple[optax.Params, optax.OptState, jax.Array]:
         local_rows = batch.shape[0]
         rows = jax.lax.axis_index(DATA_AXIS) * local_rows + jnp.arange(local_rows)  # indices in the global batch
@@ -201,14 +185,14 @@ def _jit_train_step(
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         loss, grads = jax.lax.pmean((loss, grads), DATA_AXIS)
-        updates, opt_state = build_tx(learning_rate).update(grads, opt_state, params)
+        updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     everywhere, split = PartitionSpec(), PartitionSpec(DATA_AXIS)
     sharded = jax.shard_map(
         local_step,
         mesh=mesh,
-        in_specs=(everywhere, everywhere, split, everywhere, everywhere, everywhere),
+        in_specs=(everywhere, everywhere, split, everywhere, everywhere),
         out_specs=(everywhere, everywhere, everywhere),
         # The loss is a custom_vjp whose backward mixes per-device and replicated values;
         # replication of the outputs is guaranteed by the pmean instead of type checks.
@@ -217,7 +201,7 @@ def _jit_train_step(
     every = replicated(mesh)
     return jax.jit(
         sharded,
-        in_shardings=(every, every, batch_sharding(mesh), every, every, every),
+        in_shardings=(every, every, batch_sharding(mesh), every, every),
         out_shardings=every,
         donate_argnums=(0, 1),
     )

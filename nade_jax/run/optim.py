@@ -90,8 +90,4 @@ def make_step_optimizer(config: OptimizerConfig, total_steps: int) -> steps.Opti
     if config.learning_rate_in_state:
         fields.pop("learning_rate")
     schedule_length = None if config.schedule == "constant" else total_steps
-    return steps.Optimizer(
-        build=lambda _rate: transform,  # the rate lives in the state the step is given
-        learning_rate=config.learning_rate,
-        structure=(repr(sorted(fields.items())), schedule_length),
-    )
+    return steps.Optimizer(transform=transform, structure=(repr(sorted(fields.items())), schedule_length))
