@@ -88,3 +88,12 @@ def some_orderings():
         return [np.arange(num_inputs), np.arange(num_inputs)[::-1]] + [rng.permutation(num_inputs) for _ in range(3)]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run, evaluated once by nade-eval (tests/run_dirs.py); copy it before
+    changing anything in it."""
+    from run_dirs import finished_run
+
+    return finished_run(tmp_path_factory.mktemp("finished") / "run")

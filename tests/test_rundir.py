@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
+from run_dirs import TINY_RUN, eval_config
 from test_runner import assert_same_state, final_state, snapshot
 from test_train import compose_config, read_jsonl
 
@@ -26,40 +27,6 @@ from nade_jax.run.app import train
 from nade_jax.run.config import parse_run
 from nade_jax.run.errors import ConfigError, Diverged, Preempted, RunDirLocked, RunDirMismatch, UnsafeRunDir
 from nade_jax.run.rundir import RunDir
-
-TINY = [
-    "model.num_hidden=8",
-    "trainer.max_steps=60",
-    "trainer.eval_every=20",
-    "trainer.checkpoint_every=20",
-    "trainer.log_every=10",
-    "trainer.num_samples=4",
-    "trainer.samples_every_evals=2",
-    "trainer.progress=false",
-    "logger=none",
-]
-
-
-def eval_config(run_dir, **changes):
-    values = {
-        "run_dir": str(run_dir),
-        "num_orderings": 2,
-        "chunk_size": 2,
-        "batch_size": 1000,
-        "num_samples": 4,
-        "seed": 0,
-        "log_to_run": True,
-    }
-    return OmegaConf.create({**values, **changes})
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished tiny run, evaluated once by nade-eval: every kind of file a run dir holds."""
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    train(compose_config(TINY), run_dir)
-    eval_app.evaluate_run(eval_config(run_dir))
-    return run_dir
 
 
 def copy_run(finished, tmp_path, name="run"):
@@ -156,7 +123,7 @@ def test_a_second_writer_stops_in_one_line_naming_the_holder(finished, tmp_path)
     host = os.uname().nodename
     try:
         with pytest.raises(RunDirLocked, match=rf"is in use by nade-train pid {os.getpid()} on host {host}"):
-            train(compose_config(TINY), run_dir)
+            train(compose_config(TINY_RUN), run_dir)
         with pytest.raises(ConfigError, match=rf"is in use by nade-train pid {os.getpid()}"):
             eval_app.evaluate_run(eval_config(run_dir))
         assert RunDir(run_dir).effective_status() == "finished"
@@ -199,7 +166,7 @@ def test_a_run_whose_config_is_gone_keeps_its_checkpoints(finished, tmp_path):
     (run_dir / "summary.json").unlink()
     before = snapshot(run_dir)
     with pytest.raises(RunDirMismatch, match=r"holds checkpoints but no readable config.yaml"):
-        train(compose_config([*TINY, "model.num_hidden=16"]), run_dir)
+        train(compose_config([*TINY_RUN, "model.num_hidden=16"]), run_dir)
     assert snapshot(run_dir) == before  # nothing renamed *.unreadable, nothing trained
 
 
@@ -234,12 +201,12 @@ def test_a_signal_ends_the_step_with_a_checkpoint_and_resumes_bit_identically(
     handler = signal.getsignal(signum)
     signal_after(monkeypatch, 27, signum)
     with pytest.raises(Preempted, match=rf"^{signal.Signals(signum).name} at step 27, whose checkpoint is saved$"):
-        train(compose_config(TINY), run_dir)
+        train(compose_config(TINY_RUN), run_dir)
     assert rundir.read_status(run_dir)["status"] == status
     assert max(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == 27
     assert signal.getsignal(signum) == handler  # restored
     monkeypatch.undo()
-    train(compose_config(TINY), run_dir)
+    train(compose_config(TINY_RUN), run_dir)
     assert rundir.read_status(run_dir)["status"] == "finished"
     assert_same_state(final_state(run_dir), final_state(finished))
     assert read_jsonl(run_dir / "metrics.jsonl")[:8] == read_jsonl(finished / "metrics.jsonl")[:8]
@@ -259,7 +226,7 @@ def test_submitit_preemption_checkpoints_then_hands_over_to_its_requeue(tmp_path
     try:
         signal_after(monkeypatch, 13, signal.SIGUSR2)
         with pytest.raises(Preempted, match=r"^SIGUSR2 at step 13") as stopped:
-            train(compose_config(TINY), run_dir)
+            train(compose_config(TINY_RUN), run_dir)
         assert seen == []  # not yet: nade-train's exit path hands over
         with pytest.raises(SystemExit):
             loop.hand_over(stopped.value.signum)
@@ -413,7 +380,7 @@ def test_nade_eval_on_a_diverged_run_exits_nonzero_and_non_finite_json_is_valid(
 def test_nade_eval_draws_its_grid_under_the_models_training_ordering(tmp_path, monkeypatch):
     """A fixed-order model trained under random_3: nade-train and nade-eval sample under it."""
     run_dir = tmp_path / "run"
-    overrides = [*TINY, "ordering=random", "ordering.seed=3", "trainer.samples_every_evals=0"]
+    overrides = [*TINY_RUN, "ordering=random", "ordering.seed=3", "trainer.samples_every_evals=0"]
     from nade_jax.models import BinaryNADE as NADE
 
     sample = NADE.sample
@@ -467,7 +434,7 @@ def test_init_from_a_run_dir_with_a_planted_config_link_stops_in_one_line(finish
     (source / "config.yaml").symlink_to(elsewhere)
     expected = rf"^run_dir must be a nade-train run dir holding a readable config.yaml, got {source}$"
     with pytest.raises(ConfigError, match=expected):
-        train(compose_config([*TINY, f"init_from={source}"]), tmp_path / "new")
+        train(compose_config([*TINY_RUN, f"init_from={source}"]), tmp_path / "new")
     assert not (tmp_path / "new").exists()  # refused before the new run dir was made
 
 
@@ -509,7 +476,7 @@ def test_a_link_planted_at_the_run_log_is_not_followed(finished, tmp_path):
     (run_dir / "train.log").symlink_to(victim)
     env = {**os.environ, "WANDB_MODE": "offline"}
     rerun = subprocess.run(
-        [sys.executable, "-m", "nade_jax.run.app", *TINY, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "nade_jax.run.app", *TINY_RUN, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

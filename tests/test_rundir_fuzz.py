@@ -18,8 +18,7 @@ import shutil
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-import pytest
-from omegaconf import OmegaConf
+from run_dirs import TINY_RUN, eval_config
 from test_train import compose_config
 
 from nade_jax.report import cli as report_cli
@@ -28,40 +27,7 @@ from nade_jax.run import eval_app
 from nade_jax.run.app import train
 from nade_jax.run.errors import RunError
 
-TINY = [
-    "model.num_hidden=8",
-    "trainer.max_steps=40",
-    "trainer.eval_every=20",
-    "trainer.checkpoint_every=20",
-    "trainer.log_every=10",
-    "trainer.num_samples=4",
-    "trainer.samples_every_evals=1",
-    "trainer.progress=false",
-    "logger=none",
-]
 MODES = ("truncated", "garbage", "wrong type", "deleted", "symlink")
-
-
-def eval_config(run_dir, num_samples=4):
-    return OmegaConf.create(
-        {
-            "run_dir": str(run_dir),
-            "num_orderings": 2,
-            "chunk_size": 2,
-            "batch_size": 1000,
-            "num_samples": num_samples,
-            "seed": 0,
-            "log_to_run": False,
-        }
-    )
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("fuzz_template") / "run"
-    train(compose_config(TINY), run_dir)
-    eval_app.evaluate_run(eval_config(run_dir))
-    return run_dir
 
 
 def damage(path: Path, mode: str, victim: Path, rng: random.Random) -> None:
@@ -125,8 +91,8 @@ def apps(case: Path, run_dir: Path, relative: str) -> list[str]:
     else:
         report = lambda: report_cli.main([str(case), "--out", str(case / "report")])
     return [
-        outcome(lambda: train(compose_config([*TINY, "trainer.num_samples=0"]), run_dir)),
-        outcome(lambda: eval_app.evaluate_run(eval_config(run_dir, num_samples=0))),
+        outcome(lambda: train(compose_config([*TINY_RUN, "trainer.num_samples=0"]), run_dir)),
+        outcome(lambda: eval_app.evaluate_run(eval_config(run_dir, num_samples=0, log_to_run=False))),
         outcome(report),
     ]
 
