@@ -121,31 +121,37 @@ def test_categorical_markov_matches_a_naive_reference_and_starts_independent():
         )
 
 
-def test_categorical_markov_closed_form_fit_is_the_smoothed_conditional_frequency():
+@pytest.mark.parametrize("towards", ["marginal", "uniform"])
+def test_categorical_markov_closed_form_fit_is_the_smoothed_conditional_frequency(towards):
     """fit_counts against float64 loops over the data: p(first) and each p(x_{o_d} | x_{o_{d-1}})
-    are (count + a) / (row count + Q·a) under the ordering, normalised over all Q^D values, and
-    at small a no step of gradient ascent on the training log-likelihood improves it."""
+    are (count + a·Q·m(q)) / (row count + a·Q) under the ordering, m the variable's +1-smoothed
+    marginal or 1/Q; normalised over all Q^D values; at small a no step of gradient ascent on
+    the training log-likelihood improves it."""
     D, Q, alpha = 4, 3, 0.5
     rng = np.random.default_rng(1)
     data = (rng.random((300, D)) < 0.3).astype(np.float32) + (rng.random((300, D)) < 0.4)
+    data[:, 1] = np.where(data[:, 1] == 2, 1, data[:, 1])  # a value never seen: its rows fall back
     ordering = np.array([2, 0, 3, 1])
     chain = CategoricalMarkovChain(D, Q)
-    chain.fit_counts(data, ordering, pseudo_count=alpha)
+    chain.fit_counts(data, ordering, pseudo_count=alpha, towards=towards)
     steps = data[:, ordering].astype(int)
+
+    def smoothed(d, value, rows):
+        marginal = (np.sum(steps[:, d] == value) + 1) / (len(data) + Q) if towards == "marginal" else 1 / Q
+        return (np.sum(rows & (steps[:, d] == value)) + alpha * Q * marginal) / (rows.sum() + alpha * Q)
 
     def naive(row):
         v = row[ordering].astype(int)
-        total = np.log((np.sum(steps[:, 0] == v[0]) + alpha) / (len(data) + Q * alpha))
+        total = np.log(smoothed(0, v[0], np.ones(len(data), bool)))
         for d in range(1, D):
-            seen = steps[:, d - 1] == v[d - 1]
-            total += np.log((np.sum(seen & (steps[:, d] == v[d])) + alpha) / (seen.sum() + Q * alpha))
+            total += np.log(smoothed(d, v[d], steps[:, d - 1] == v[d - 1]))
         return total
 
     values = all_values(chain)
     np.testing.assert_allclose(chain.log_prob(values, ordering), [naive(r) for r in values], rtol=1e-5)
     assert abs(np.exp(np.asarray(chain.log_prob(values, ordering), np.float64)).sum() - 1) < 1e-5
 
-    chain.fit_counts(data, ordering, pseudo_count=1e-6)
+    chain.fit_counts(data, ordering, pseudo_count=1e-6, towards=towards)
     _, params = nnx.split(chain)
     gradient = jax.grad(lambda p: -nnx.merge(nnx.graphdef(chain), p).log_prob(data, ordering).mean())(params)
     largest = max(float(np.abs(g).max()) for g in jax.tree.leaves(gradient))

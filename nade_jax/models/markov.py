@@ -192,28 +192,40 @@ class CategoricalMarkovChain(_Chain):
         check_values(x, self.data_kind, self.num_categories)
         self.b[...] = jnp.asarray(self.head.init_bias(x), self._dtype())
 
-    def fit_counts(self, x: ArrayLike, ordering: ArrayLike | None = None, pseudo_count: float = 1.0) -> None:
+    def fit_counts(
+        self, x: ArrayLike, ordering: ArrayLike | None = None, pseudo_count: float = 1.0, towards: str = "marginal"
+    ) -> None:
         """Sets the chain to its closed-form fit to x (N, D) under ``ordering``: smoothed counts,
 
-            p(x_{o_1} = q) ∝ n(q) + a,    p(x_{o_d} = q | x_{o_{d-1}} = r) ∝ n_d(r, q) + a,
+            p(x_{o_1} = q) ∝ n(q) + a·Q·m_{o_1}(q),
+            p(x_{o_d} = q | x_{o_{d-1}} = r) ∝ n_d(r, q) + a·Q·m_{o_d}(q),
 
-        with a = ``pseudo_count`` > 0: the maximum of the training log-likelihood plus a
-        symmetric Dirichlet(a + 1) log-prior on each table row (a -> 0: maximum likelihood,
-        which gradient training only approaches). A previous value never seen at step d
-        gives a uniform row. b holds the first step's log-probabilities and T every later
-        step's, so b[o_d] = 0 for d > 1; the fit is for this ordering only.
+        with a = ``pseudo_count`` > 0 (a·Q pseudo-observations per row) and m_i ``towards``
+        "marginal" (the variable's marginal, (n_i(q) + 1) / (N + Q): a rarely seen previous
+        value falls back to the independent model) or "uniform" (m_i(q) = 1/Q). Each is the
+        maximum of the training log-likelihood plus a Dirichlet log-prior centred on m
+        (a -> 0: maximum likelihood, which gradient training only approaches); at Q = 256 most
+        of a step's Q² pairs are never seen, so the choice matters, and is made on validation
+        (experiments/rgb_markov_counts.py). b holds the first step's log-probabilities and T
+        every later step's, so b[o_d] = 0 for d > 1; the fit is for this ordering only.
         """
         x = np.asarray(check_inputs(x, self.num_inputs, binary=False))
         check_values(x, self.data_kind, self.num_categories)
         if not pseudo_count > 0:
             raise ValueError(f"pseudo_count must be > 0, got {pseudo_count}")
+        if towards not in ("marginal", "uniform"):
+            raise ValueError(f"towards must be one of marginal, uniform, got {towards!r}")
         D, Q = self.num_inputs, self.head.num_categories
         order = np.arange(D) if ordering is None else np.asarray(as_ordering(ordering, D))
         steps = x[:, order].astype(np.int64)  # (N, D) in ordering order
-        first = np.bincount(steps[:, 0], minlength=Q) + pseudo_count  # (Q,)
+        centre = np.ones((D, Q))  # (D, Q) in ordering order: uniform, or the +1-smoothed marginals
+        if towards == "marginal":
+            centre += np.stack([np.bincount(column, minlength=Q) for column in steps.T])
+        prior = pseudo_count * Q * centre / centre.sum(axis=1, keepdims=True)
+        first = np.bincount(steps[:, 0], minlength=Q) + prior[0]  # (Q,)
         # n_d(r, q) for every step d > 1 at once: pair (r, q) of step d is bin (d - 1)·Q² + r·Q + q.
         pairs = steps[:, :-1] * Q + steps[:, 1:] + np.arange(D - 1) * Q * Q  # (N, D - 1)
-        counts = np.bincount(pairs.ravel(), minlength=(D - 1) * Q * Q).reshape(D - 1, Q, Q) + pseudo_count
+        counts = np.bincount(pairs.ravel(), minlength=(D - 1) * Q * Q).reshape(D - 1, Q, Q) + prior[1:, None, :]
         b = np.zeros((D, Q))
         b[order[0]] = np.log(first / first.sum())
         T = np.zeros((D, Q, Q))
