@@ -307,6 +307,21 @@ def re_resume(line, status):
     return match
 
 
+def test_nade_train_refuses_a_link_planted_at_its_wandb_dir_before_training(tmp_path):
+    """W&B starts in the background, but its dir is checked first: a link planted at
+    <run dir>/wandb stops the run in one line before any step, and nothing is written outside."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    victim = outside_file(tmp_path)
+    (run_dir / "wandb").symlink_to(victim.parent)
+    cfg = compose_config([*[o for o in TINY_RUN if o != "logger=none"], "logger=wandb", "logger.mode=offline"])
+    with pytest.raises(UnsafeRunDir, match=f"^{run_dir / 'wandb'} is a symlink"):
+        train(cfg, run_dir)
+    rows = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    assert not any("train/loss" in row for row in rows)  # refused before the first step
+    assert sorted(os.listdir(victim.parent)) == ["victim.txt"]
+
+
 # --- nade-eval ------------------------------------------------------------------------------------
 
 

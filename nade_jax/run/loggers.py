@@ -223,11 +223,8 @@ class RunLogger:
         ``wandb.Image`` in W&B)."""
         shown = Path(path).relative_to(self.run_dir) if Path(path).is_relative_to(self.run_dir) else path
         self._file.write(json.dumps({"step": int(step), name: str(shown)}) + "\n")
-        if self.uses_wandb:
-            import wandb
-
-            image = wandb.Image(str(path))  # read now: the file may be replaced before W&B has started
-            self._to_wandb(lambda run: run.log({name: image}, step=int(step)))
+        if self.uses_wandb:  # a run writes each grid's file once, so it can be read when W&B has started
+            self._to_wandb(lambda run: run.log({name: _wandb_image(path)}, step=int(step)))
 
     def summary(self, metrics: dict[str, Any]) -> None:
         """Final values: written to ``summary.json`` and the W&B run summary."""
@@ -251,10 +248,20 @@ def run_id_for(run_dir: Path) -> str:
     return hashlib.sha1(str(Path(run_dir).absolute()).encode()).hexdigest()[:12]
 
 
-def start_wandb_in_background(**kwargs: Any) -> Future[wandb.Run | None]:
-    """``start_wandb(**kwargs)`` in a background thread; ``RunLogger`` takes the future."""
+def _wandb_image(path: Path) -> Any:
+    # Imported here, on the thread that logs, once W&B has started: importing wandb on two
+    # threads at once can hand one of them a partly initialised module.
+    import wandb
+
+    return wandb.Image(str(path))
+
+
+def start_wandb_in_background(run_dir: Path, **kwargs: Any) -> Future[wandb.Run | None]:
+    """``start_wandb(run_dir=run_dir, **kwargs)`` in a background thread; ``RunLogger`` takes
+    the future. A link planted at ``run_dir/wandb`` is refused here, before any work."""
+    RunDir(run_dir).directory(WANDB_DIR)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wandb-start")
-    starting = executor.submit(start_wandb, **kwargs)
+    starting = executor.submit(start_wandb, run_dir=run_dir, **kwargs)
     executor.shutdown(wait=False)  # its one thread ends with the task
     return starting
 
