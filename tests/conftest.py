@@ -79,6 +79,15 @@ def scale_params(model, factor, seed=0):
     return model
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _preloaded_server():
+    """Ends this test process's preloaded server (tests/preloaded.py), if a test started it."""
+    yield
+    import preloaded
+
+    preloaded.close_shared()
+
+
 @pytest.fixture
 def some_orderings():
     """Identity, reverse and three random orderings for a given D."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import preloaded
 import pytest
 from flax import nnx
 from hydra import compose, initialize_config_dir
@@ -186,10 +187,9 @@ def free_port() -> int:
 
 
 def start_processes(args, run_dir, cwd, heartbeat=10):
-    """Starts the two processes of one run; returns their Popen objects."""
+    """Starts the two processes of one run (forked from the preloaded apps, tests/preloaded.py);
+    returns them, each with its output."""
     port = free_port()
-    env = {**os.environ, **ENV}
-    env.pop("XLA_FLAGS", None)  # one CPU device per process
     common = [
         *args,
         f"hydra.run.dir={run_dir}",
@@ -199,36 +199,24 @@ def start_processes(args, run_dir, cwd, heartbeat=10):
         "distributed.initialization_timeout=120",
         "distributed.shutdown_timeout=30",
     ]
-    logs = [open(Path(cwd) / f"{Path(run_dir).name}_process{i}.log", "w") for i in range(2)]  # noqa: SIM115 (the processes outlive this call)
+    env = {**ENV, "XLA_FLAGS": None}  # one CPU device per process
     return [
-        subprocess.Popen(
-            [sys.executable, "-m", "nade_jax.run.app", *common, f"distributed.process_id={i}"],
-            cwd=cwd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        for i, log in enumerate(logs)
+        preloaded.start_module("nade_jax.run.app", [*common, f"distributed.process_id={i}"], cwd, env) for i in range(2)
     ]
 
 
 def run_two_processes(args, run_dir, cwd, timeout=400):
     processes = start_processes(args, run_dir, cwd)
     codes = [p.wait(timeout=timeout) for p in processes]
-    logs = [(Path(cwd) / f"{Path(run_dir).name}_process{i}.log").read_text() for i in range(2)]
+    logs = [p.stdout + p.stderr for p in processes]
     assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
     return logs
 
 
 def run_one_process(args, run_dir, cwd, devices):
-    env = {**os.environ, **ENV, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    result = subprocess.run(
-        [sys.executable, "-m", "nade_jax.run.app", *args, f"trainer.devices={devices}", f"hydra.run.dir={run_dir}"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
+    env = {**ENV, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    result = preloaded.run_module(
+        "nade_jax.run.app", [*args, f"trainer.devices={devices}", f"hydra.run.dir={run_dir}"], cwd, env, timeout=400
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -307,7 +295,7 @@ def test_a_killed_process_stops_the_other_and_both_resume_where_an_uninterrupted
     code = processes[0].wait(timeout=120)  # the survivor must not hang
     waited = time.time() - killed_at
     processes[1].wait()
-    log = (tmp_path / "killed_process0.log").read_text()
+    log = processes[0].stdout + processes[0].stderr
     assert code != 0, log[-2000:]
     assert waited < 60, waited  # heartbeat_timeout 10 s
     print(f"survivor exited with {code} {waited:.1f} s after the kill")

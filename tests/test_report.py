@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import preloaded
 import pytest
 import yaml
 
@@ -244,8 +245,9 @@ TINY = [
 ]
 
 
-def _run(args, cwd, timeout=900):
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def _run(module, args, cwd, timeout=900):
+    """``python -m module *args``, forked from the preloaded apps (tests/preloaded.py)."""
+    result = preloaded.run_module(module, args, cwd, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -269,14 +271,11 @@ def _wandb_records(run_dir: Path) -> list[dict]:
 @pytest.mark.slow
 def test_tiny_real_sweep_report_and_wandb(tmp_path):
     sweep = tmp_path / "sweep"
-    python = sys.executable
     models = "model=nade,orderless_nade"
     # model.hidden / model.num_hidden exist in only one model config each: set them per model.
     _run(
+        "nade_jax.run.app",
         [
-            python,
-            "-m",
-            "nade_jax.run.app",
             "-m",
             models,
             "ordering=identity,reverse",
@@ -302,7 +301,7 @@ def test_tiny_real_sweep_report_and_wandb(tmp_path):
     )
     assert list((orderless[0] / "samples").glob("step_*.png"))
 
-    _run([python, "-m", "nade_jax.report.cli", str(sweep)], cwd=tmp_path)
+    _run("nade_jax.report.cli", [str(sweep)], cwd=tmp_path)
     text = (sweep / "report" / "report.html").read_text()
     summary = json.loads((sweep / "report" / "report.json").read_text())["data"]["digits"]
     assert "±" in text
@@ -315,10 +314,7 @@ def test_tiny_real_sweep_report_and_wandb(tmp_path):
     assert text.count("collapsed: orderless_nade is trained over all orderings") == 2
 
     # nade-eval logs into the W&B run it evaluates (offline: a second attempt with the same id).
-    _run(
-        [python, "-m", "nade_jax.run.eval_app", f"run_dir='{orderless[0]}'", "num_orderings=4", "num_samples=0"],
-        cwd=tmp_path,
-    )
+    _run("nade_jax.run.eval_app", [f"run_dir='{orderless[0]}'", "num_orderings=4", "num_samples=0"], cwd=tmp_path)
     attempts = sorted((orderless[0] / "wandb").glob("offline-run-*"))
     assert len(attempts) == 2
     assert len({a.name.rsplit("-", 1)[-1] for a in attempts}) == 1

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import preloaded
 import pytest
 from omegaconf import OmegaConf
 from run_dirs import TINY_RUN, eval_config
@@ -246,7 +247,7 @@ def _wait_for_rows(path, process, rows, deadline=240):
 
 SIGNAL_ARGS = [
     "model.num_hidden=8",
-    "trainer.max_steps=3000",
+    "trainer.max_steps=1000",  # the signal comes at step ~20: seconds before the end
     "trainer.eval_every=1000",
     "trainer.checkpoint_every=1000",
     "trainer.log_every=1",
@@ -263,14 +264,12 @@ SIGNAL_ARGS = [
 )
 def test_cli_signal_mid_training_is_one_line_a_checkpoint_and_a_resume_command(tmp_path, signum, status, code):
     run_dir = tmp_path / "0_seed=0,lr=1"  # a sweep-like name: the printed command must still work
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    command = [sys.executable, "-m", "nade_jax.run.app", *SIGNAL_ARGS, rundir.override("hydra.run.dir", run_dir)[1:-1]]
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    args = [*SIGNAL_ARGS, rundir.override("hydra.run.dir", run_dir)[1:-1]]
+    process = preloaded.start_module("nade_jax.run.app", args, tmp_path)
     _wait_for_rows(run_dir / "metrics.jsonl", process, 20)
     process.send_signal(signum)
-    _out, err = process.communicate(timeout=240)
+    process.wait(timeout=240)
+    err = process.stderr
     assert process.returncode == code, err[-2000:]
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err
@@ -280,14 +279,12 @@ def test_cli_signal_mid_training_is_one_line_a_checkpoint_and_a_resume_command(t
     assert rundir.read_status(run_dir)["status"] == status
     saved = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
     assert saved[-1] == step, (saved, step)  # the checkpoint at the signal, not at a multiple of 1000
-    assert 20 <= step < 3000
+    assert 20 <= step < 1000
     if signum != signal.SIGTERM:
         return
     resume = shlex.split(match["command"])
     assert resume[0] == "nade-train"
-    resumed = subprocess.run(
-        [sys.executable, "-m", "nade_jax.run.app", *resume[1:]], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
+    resumed = preloaded.run_module("nade_jax.run.app", resume[1:], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     reference = tmp_path / "reference"
     train(compose_config(SIGNAL_ARGS), reference)
@@ -455,11 +452,8 @@ def test_init_from_a_run_dir_with_a_planted_config_link_stops_in_one_line(finish
 
 @pytest.mark.slow
 def test_a_preempted_multirun_resumes_into_its_sweep_dir_and_skips_finished_jobs(tmp_path):
-    args = [*SIGNAL_ARGS[:-1], "trainer.max_steps=2000", "hydra.sweep.dir=sweep"]
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    command = [sys.executable, "-m", "nade_jax.run.app", "-m", "seed=0,1", *args]
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, **pipes)
+    args = [*SIGNAL_ARGS[:-1], "trainer.log_every=10", "hydra.sweep.dir=sweep"]  # W&B on: a row each 10 steps
+    process = preloaded.start_module("nade_jax.run.app", ["-m", "seed=0,1", *args], tmp_path)
     end = time.time() + 240
     while time.time() < end and process.poll() is None:  # until the second job trains
         second = list((tmp_path / "sweep").glob("1_*/metrics.jsonl"))
@@ -467,7 +461,8 @@ def test_a_preempted_multirun_resumes_into_its_sweep_dir_and_skips_finished_jobs
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    _out, err = process.communicate(timeout=240)
+    process.wait(timeout=240)
+    err = process.stderr
     assert process.returncode == 75, err[-2000:]
     resume = shlex.split(re_resume(err.strip().splitlines()[-1], "preempted")["command"])
     assert resume[:2] == ["nade-train", "-m"]
@@ -476,7 +471,7 @@ def test_a_preempted_multirun_resumes_into_its_sweep_dir_and_skips_finished_jobs
     assert rundir.read_status(first)["status"] == "finished"
     assert rundir.read_status(second)["status"] == "preempted"
     before = snapshot(first)
-    resumed = subprocess.run([sys.executable, "-m", "nade_jax.run.app", *resume[1:]], cwd=tmp_path, env=env, **pipes)
+    resumed = preloaded.run_module("nade_jax.run.app", resume[1:], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "already finished" in resumed.stdout
     assert "multirun: 2 finished, 0 failed (of 2 jobs)" in resumed.stdout
@@ -489,14 +484,7 @@ def test_a_link_planted_at_the_run_log_is_not_followed(finished, tmp_path):
     run_dir = copy_run(finished, tmp_path)
     victim = outside_file(tmp_path)
     (run_dir / "train.log").symlink_to(victim)
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    rerun = subprocess.run(
-        [sys.executable, "-m", "nade_jax.run.app", *TINY_RUN, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    rerun = preloaded.run_module("nade_jax.run.app", [*TINY_RUN, f"hydra.run.dir={run_dir}"], tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "already finished" in rerun.stdout
     assert rerun.stderr == f"warning: {run_dir}/train.log is a symlink; the run's log file is not written\n"

@@ -2,10 +2,9 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import preloaded
 import pytest
 import yaml
 
@@ -22,10 +21,8 @@ TINY = [
 
 
 def run_module(module, args, cwd, timeout=600, check=True):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    result = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    """``python -m module *args``, forked from the preloaded apps (tests/preloaded.py)."""
+    result = preloaded.run_module(module, args, cwd, timeout=timeout)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result

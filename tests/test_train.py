@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import preloaded
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -40,10 +41,9 @@ def read_jsonl(path):
 
 
 def run_cli(args, cwd, env=None, timeout=300, module="nade_jax.run.app"):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    """``python -m module *args`` to its end: a process forked from one that has imported the
+    apps (tests/preloaded.py), with ``env`` added to the environment."""
+    return preloaded.run_module(module, args, cwd, env=env, timeout=timeout)
 
 
 def test_tiny_run_logs_and_checkpoints_what_it_reports(tmp_path):
