@@ -153,6 +153,7 @@ EVERY_FAMILY = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_every_model_family_trains_the_same_on_one_and_two_devices():
     names = sorted(p.stem for p in Path(CONF, "model").glob("*.yaml"))
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")

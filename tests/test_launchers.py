@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import preloaded
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -57,12 +58,10 @@ def test_slurm_multinode_sbatch_script_has_the_requested_tasks_and_resources(tmp
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "WANDB_MODE": "offline"}
-    result = subprocess.run(
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = preloaded.run_module(
+        "nade_jax.run.app",
         [
-            sys.executable,
-            "-m",
-            "nade_jax.run.app",
             "-m",
             "distributed=slurm_multinode",
             "hydra.launcher.nodes=3",
@@ -73,11 +72,8 @@ def test_slurm_multinode_sbatch_script_has_the_requested_tasks_and_resources(tmp
             "logger=none",
             f"hydra.sweep.dir={sweep}",
         ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        tmp_path,
+        env,
     )
     script = sweep / ".submitit" / "4242" / "4242_submission.sh"
     assert script.exists(), result.stderr[-3000:]

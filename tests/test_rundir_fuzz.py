@@ -19,6 +19,7 @@ import shutil
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+import pytest
 from omegaconf import DictConfig
 from run_dirs import TINY_RUN, eval_config
 from test_train import compose_config
@@ -107,6 +108,7 @@ def steps_of(run_dir: Path) -> set[str]:
     return {p.name.removesuffix(".unreadable") for p in checkpoints.iterdir() if p.name.split(".")[0].isdigit()}
 
 
+@pytest.mark.slow
 def test_every_file_damaged_every_way_leaves_the_apps_working_or_stopping_in_one_line(finished, tmp_path):
     files = fuzz_files(finished)
     rng = random.Random(18)

@@ -41,6 +41,7 @@ def best_params(run_dir):
     return jax.tree.leaves(jax.tree.map(np.asarray, restore_run(run_dir).state.best_params))
 
 
+@pytest.mark.slow
 def test_second_job_of_a_sweep_compiles_nothing_and_matches_the_job_alone(tmp_path, restores_cache_setting):
     app.train(compose_config(JOB_A), tmp_path / "a")
     before = len(_compiled)
