@@ -79,13 +79,6 @@ def scale_params(model, factor, seed=0):
     return model
 
 
-def pytest_collection_modifyitems(items):
-    """The slow tests (end-to-end runs of up to a minute) first: pytest-xdist deals them out
-    while every worker is busy, and the many short tests that follow fill in at the end, so
-    no worker is left alone with a long test while the other idles."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _preloaded_server():
     """Ends this test process's preloaded server (tests/preloaded.py), if a test started it."""

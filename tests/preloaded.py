@@ -31,7 +31,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-APPS = ("nade_jax.run.app", "nade_jax.run.eval_app", "nade_jax.report.cli")
+# The apps, and what they import lazily when a run needs it (checkpoints, W&B): imported once
+# here rather than in every child (0.5 s and 0.8 s). None of them starts a thread on import.
+PRELOADS = ("nade_jax.run.app", "nade_jax.run.eval_app", "nade_jax.report.cli", "orbax.checkpoint", "wandb")
 
 
 class Child:
@@ -73,7 +75,7 @@ class Preloaded:
     """One server process holding the imported apps; ``start`` and ``run`` fork command lines
     from it. Close it (or use it as a context manager) to end the server and any child left."""
 
-    def __init__(self, modules: Sequence[str] = APPS):
+    def __init__(self, modules: Sequence[str] = PRELOADS):
         self._outputs = Path(tempfile.mkdtemp(prefix="preloaded_"))
         self._children: list[Child] = []
         self._server = subprocess.Popen(

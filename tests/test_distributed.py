@@ -278,7 +278,7 @@ def test_a_killed_process_stops_the_other_and_both_resume_where_an_uninterrupted
         "logger=none",
         "model=nade",
         "model.num_hidden=16",
-        "trainer.max_steps=600",
+        "trainer.max_steps=300",  # the kill comes at step ~100: 200 steps (seconds) before the end
         "trainer.eval_every=100",
         "trainer.checkpoint_every=50",
         "trainer.patience=null",
@@ -302,15 +302,17 @@ def test_a_killed_process_stops_the_other_and_both_resume_where_an_uninterrupted
     print(f"survivor exited with {code} {waited:.1f} s after the kill")
     saved = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
     assert saved, "no checkpoint before the kill"
-    assert saved[-1] < 600, saved
+    assert saved[-1] < 300, saved
 
-    logs = run_two_processes(args, killed, tmp_path)
+    # The relaunch and the reference save only at their end (checkpoint_every is a reporting
+    # key: the same run), which spares them the collective saves on the way.
+    logs = run_two_processes([*args, "trainer.checkpoint_every=300"], killed, tmp_path)
     assert "resuming from step" in logs[0]
     assert "resuming from step" in logs[1]
-    run_one_process(args, full, tmp_path, devices=1)
+    run_one_process([*args, "trainer.checkpoint_every=300"], full, tmp_path, devices=1)
     a, run = final_params(killed)
     b, _ = final_params(full)
-    assert run.step == 600
+    assert run.step == 300
     for key in b:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-5, err_msg=key)
     assert summary(killed)["test/nll"] == pytest.approx(summary(full)["test/nll"], rel=1e-5)
