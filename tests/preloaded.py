@@ -31,9 +31,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-# The apps, and what they import lazily when a run needs it (checkpoints, W&B): imported once
-# here rather than in every child (0.5 s and 0.8 s). None of them starts a thread on import.
-PRELOADS = ("nade_jax.run.app", "nade_jax.run.eval_app", "nade_jax.report.cli", "orbax.checkpoint", "wandb")
+# The apps, and orbax, which they import lazily at the first checkpoint: imported once here
+# rather than in every child (0.5 s). None starts a thread on import. Not wandb: its import
+# makes a temporary media dir, which the first child to exit would delete for all the others.
+PRELOADS = ("nade_jax.run.app", "nade_jax.run.eval_app", "nade_jax.report.cli", "orbax.checkpoint")
 
 
 class Child:
