@@ -19,7 +19,7 @@ import numpy as np
 import preloaded
 import pytest
 from omegaconf import OmegaConf
-from test_train import compose_config, read_jsonl
+from test_train import compose_config, read_jsonl, run_cli
 
 from nade_jax.run import config, rundir
 from nade_jax.run.app import train
@@ -40,11 +40,6 @@ TINY = [
     "trainer.progress=false",
     "logger=none",
 ]
-
-
-def run_cli(args, cwd, module="nade_jax.run.app", timeout=300):
-    """``python -m module *args`` to its end, forked from the preloaded apps (tests/preloaded.py)."""
-    return preloaded.run_module(module, args, cwd, timeout=timeout)
 
 
 def snapshot(run_dir):
@@ -541,7 +536,9 @@ def test_mismatched_rerun_through_the_cli_leaves_the_run_usable(tmp_path):
     line = _one_line(run_cli([*TINY, f"hydra.run.dir={run_dir}"], tmp_path))
     assert "holds a different run: data.name (saved 'digits_real', requested 'digits')" in line
     assert snapshot(run_dir) == before
-    evaluated = run_cli([f"run_dir={run_dir}", "num_orderings=2", "num_samples=0"], tmp_path, "nade_jax.run.eval_app")
+    evaluated = run_cli(
+        [f"run_dir={run_dir}", "num_orderings=2", "num_samples=0"], tmp_path, module="nade_jax.run.eval_app"
+    )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert evaluated.stderr == ""
     assert len(evaluated.stdout.splitlines()) == 1
