@@ -5,8 +5,10 @@ Ray-launched sweep when the optional ``ray`` extra is installed."""
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import preloaded
@@ -22,7 +24,7 @@ STUBS = {
     # submitit only checks that srun exists; the job never runs here
     "srun": "#!/bin/sh\nexit 0\n",
     "sbatch": "#!/bin/sh\necho 'Submitted batch job 4242'\n",
-    # the job "failed": submitit stops waiting at once
+    # asked only if the launcher outlives the test's wait: the job "failed"
     "sacct": "#!/bin/sh\necho 'JobID|State|NodeList'\necho '4242_0|FAILED|node1'\necho '4242|FAILED|node1'\n",
     "scancel": "#!/bin/sh\nexit 0\n",
 }
@@ -59,7 +61,7 @@ def test_slurm_multinode_sbatch_script_has_the_requested_tasks_and_resources(tmp
         (bin_dir / name).chmod(0o755)
     sweep = tmp_path / "sweep"
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    result = preloaded.run_module(
+    launcher = preloaded.start_module(
         "nade_jax.run.app",
         [
             "-m",
@@ -75,8 +77,15 @@ def test_slurm_multinode_sbatch_script_has_the_requested_tasks_and_resources(tmp
         tmp_path,
         env,
     )
+    # submitit moves the script into place once sbatch has answered. The stub job never writes a
+    # result, so the launcher would then wait 15 s (submitit's _results_timeout_s) for nothing.
     script = sweep / ".submitit" / "4242" / "4242_submission.sh"
-    assert script.exists(), result.stderr[-3000:]
+    deadline = time.time() + 120
+    while not script.exists() and launcher.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    assert script.exists(), launcher.stderr[-3000:]
     lines = script.read_text().splitlines()
     for expected in (
         "#SBATCH --nodes=3",
