@@ -283,7 +283,11 @@ def save_profiles(profiles: dict[str, np.ndarray], path: Path, title: str) -> Pa
     ``profiles``: {label: (D,) mean NLL per position, in ordering order}. Line styles: solid
     for labels without "orderless", dashed for the orderless model on the same ordering.
     """
-    figure, (cumulative, local) = plt.subplots(1, 2, figsize=(11, 3.8))
+    # A fixed gap between the panels (room for the right one's y label) instead of tight_layout,
+    # whose extra layout pass cost as much as the drawing; _save crops the margins.
+    figure, (cumulative, local) = plt.subplots(
+        1, 2, figsize=(11, 3.8), gridspec_kw={"wspace": 0.22, "left": 0.07, "right": 0.99, "bottom": 0.14, "top": 0.88}
+    )
     orderings = list(dict.fromkeys(label.split(" · ")[-1] for label in profiles))
     for label, profile in profiles.items():
         profile = np.asarray(profile, np.float64)
@@ -303,7 +307,6 @@ def save_profiles(profiles: dict[str, np.ndarray], path: Path, title: str) -> Pa
         axis.grid(alpha=0.3)
     cumulative.legend(fontsize=7, loc="upper left")
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
     return _save(figure, path)
 
 
