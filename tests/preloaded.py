@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,14 +93,24 @@ class Preloaded:
         assert reply, f"the preloaded server ended (exit {self._server.poll()})"
         return json.loads(reply)
 
-    def start(self, module: str, args: Sequence[str], cwd: Path, env: dict[str, str | None] | None = None) -> Child:
-        """``python -m module *args`` in ``cwd``, with ``env`` added to the environment (a
-        value of None removes the variable)."""
+    def start(
+        self,
+        module: str | None,
+        args: Sequence[str],
+        cwd: Path,
+        env: dict[str, str | None] | None = None,
+        code: str | None = None,
+    ) -> Child:
+        """``python -m module *args`` (or, with ``module`` None, ``python -c code *args``) in
+        ``cwd``, with ``env`` added to the environment (a value of None removes the variable)."""
         index = len(self._children)
         stdout, stderr = self._outputs / f"{index}.out", self._outputs / f"{index}.err"
+        stdout.touch()  # readable (empty) before the child has opened them
+        stderr.touch()
         pid = self._ask(
             op="start",
             module=module,
+            code=code,
             args=list(args),
             cwd=str(cwd),
             env=env or {},
@@ -112,16 +123,18 @@ class Preloaded:
 
     def run(
         self,
-        module: str,
+        module: str | None,
         args: Sequence[str],
         cwd: Path,
         env: dict[str, str | None] | None = None,
         timeout: float = 300,
+        code: str | None = None,
     ) -> subprocess.CompletedProcess:
         """As ``subprocess.run(..., capture_output=True, text=True)``."""
-        child = self.start(module, args, cwd, env)
-        code = child.wait(timeout)
-        return subprocess.CompletedProcess(["-m", module, *args], code, child.stdout, child.stderr)
+        child = self.start(module, args, cwd, env, code)
+        status = child.wait(timeout)
+        command = ["-m", module, *args] if module is not None else ["-c", "<code>", *args]
+        return subprocess.CompletedProcess(command, status, child.stdout, child.stderr)
 
     def close(self) -> None:
         for child in self._children:
@@ -166,6 +179,14 @@ def run_module(
     return shared().run(module, args, cwd, env, timeout)
 
 
+def run_code(
+    code: str, args: Sequence[str], cwd: Path, env: dict[str, str | None] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``python -c code *args`` in ``cwd`` to its end, forked from the shared server, e.g. a
+    script that needs its own XLA_FLAGS (the server has created no JAX backend yet)."""
+    return shared().run(None, args, cwd, env, timeout, code=code)
+
+
 def start_module(module: str, args: Sequence[str], cwd: Path, env: dict[str, str | None] | None = None) -> Child:
     """``python -m module *args`` in ``cwd``, forked from the shared server and left running."""
     return shared().start(module, args, cwd, env)
@@ -183,9 +204,15 @@ def _run_child(request: dict) -> None:
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-    sys.argv = ["-m", *request["args"]]  # runpy puts the module's path first, as -m does
-    sys.modules.pop(request["module"], None)  # -m runs a module that nothing has imported yet
-    runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+    if request["module"] is None:  # python -c CODE ARGS
+        sys.argv, sys.path[0] = ["-c", *request["args"]], ""
+        main = types.ModuleType("__main__")
+        sys.modules["__main__"] = main
+        exec(compile(request["code"], "<string>", "exec"), main.__dict__)
+    else:
+        sys.argv = ["-m", *request["args"]]  # runpy puts the module's path first, as -m does
+        sys.modules.pop(request["module"], None)  # -m runs a module that nothing has imported yet
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
     sys.exit(0)
 
 

@@ -1,21 +1,21 @@
 """The data-parallel training step: one code path from one device to many."""
 
-import os
-import subprocess
-import sys
 import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import preloaded
 import pytest
 from flax import nnx
 
 from nade_jax import steps
 from nade_jax.models import BinaryNADE
 
-# Runs in a fresh interpreter: the device count is fixed when JAX's CPU backend starts.
+# Runs in a process of its own (forked before any JAX backend exists, tests/preloaded.py): the
+# device count is fixed when JAX's CPU backend starts.
 # Three Adam steps of BinaryNADE on a 4-device mesh and on a 1-device mesh, from the same
 # parameters and batch, in float64 and float32; prints the largest relative loss and
 # absolute parameter differences for each.
@@ -62,10 +62,8 @@ SHARDED_VERSUS_SINGLE = textwrap.dedent(
 
 
 def test_four_host_devices_match_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, "-c", SHARDED_VERSUS_SINGLE], env=env, capture_output=True, text=True, timeout=300
-    )
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    result = preloaded.run_code(SHARDED_VERSUS_SINGLE, [], Path.cwd(), env)
     assert result.returncode == 0, result.stderr[-3000:]
     results = {}
     for line in result.stdout.splitlines():
