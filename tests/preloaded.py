@@ -10,6 +10,11 @@ files. It runs the module as ``python -m MODULE ARGS`` does (``runpy``, as ``__m
 exception that escapes it is printed and exits 1 through the interpreter's own exit, atexit
 handlers included.
 
+``run_code`` runs ``python -c CODE ARGS`` the same way: JAX has created no backend before the
+fork, so a child's XLA_FLAGS (e.g. a host device count) apply. tests/test_preloaded.py compares
+a forked command line with a fresh interpreter (a one-line error, byte for byte) and checks the
+``-c`` semantics and signals.
+
 What it does not reproduce: the imports (tests/test_layout.py checks those in fresh processes)
 and environment variables read at import time (the server has the test process's environment,
 as a subprocess would; ``env`` reaches only what is read later, e.g. XLA_FLAGS).
