@@ -17,7 +17,9 @@ a forked command line with a fresh interpreter (a one-line error, byte for byte)
 
 What it does not reproduce: the imports (tests/test_layout.py checks those in fresh processes)
 and environment variables read at import time (the server has the test process's environment,
-as a subprocess would; ``env`` reaches only what is read later, e.g. XLA_FLAGS).
+as a subprocess would; ``env`` reaches only what is read later, e.g. XLA_FLAGS), except
+JAX_PLATFORMS, which the child passes on to ``jax.config`` (the tests that force host devices
+set it, so that they run on the CPU on a machine with an accelerator too).
 
 Run as a script, this file is the server: one JSON request a line on stdin, one JSON reply a
 line on stdout.
@@ -206,6 +208,8 @@ def _run_child(request: dict) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+    if "jax" in sys.modules:  # jax read JAX_PLATFORMS when the server imported it: the child's value
+        sys.modules["jax"].config.update("jax_platforms", os.environ.get("JAX_PLATFORMS") or None)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)

@@ -59,3 +59,11 @@ def test_a_child_is_a_process_of_its_own_that_a_signal_ends(tmp_path):
         time.sleep(0.01)
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=30) == -signal.SIGTERM
+
+
+def test_jax_platforms_of_the_child_reaches_jax_which_the_server_imported_before(tmp_path):
+    code = "import jax; print(jax.config.jax_platforms)"
+    for value, expected in (("cpu", "cpu"), (None, "None")):
+        result = preloaded.run_code(code, [], tmp_path, {"JAX_PLATFORMS": value})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected
